@@ -1,0 +1,32 @@
+//! tenantgate: an open-source, drop-in replacement for VictoriaMetrics' enterprise vmgateway.
+//!
+//! It sits in front of VictoriaMetrics (single-node or cluster), verifies the JWT on every request, reads
+//! the token's `vm_access` claim, and forwards the request only to the tenant and label set that claim
+//! grants. See `ARCHITECTURE.md` for the bird's-eye view and the invariants.
+//!
+//! # Layout
+//! - [`flags`]: Go-style command line (vmgateway-compatible) to a typed [`flags::Config`]; no I/O.
+//! - [`server`]: listeners, TLS, the request pipeline, `/health`, `/metrics`, graceful shutdown.
+//! - [`route`]: pure; `(method, path)` to a [`route::Route`] or a refusal. An allow-list.
+//! - [`auth`]: token from headers to a verified [`auth::Grant`], with the verified-token cache.
+//!   - [`auth::claims`]: pure; `vm_access` in both layouts, object or string.
+//!   - [`auth::keys`]: PEM, JWK and HMAC keys, each pinned to its algorithms; the immutable key set.
+//!   - [`auth::jwt`]: pure; compact JWS verification and time, issuer and audience checks.
+//!   - [`auth::fetch`]: loading keys, and the only code that talks to identity providers.
+//! - [`rewrite`]: pure; upstream path with tenant, client restriction arguments stripped, grant's added.
+//! - [`proxy`]: the only code that talks to backends; header hygiene and streaming.
+//! - [`metrics`]: the gateway's own counters and histograms.
+//! - [`error`]: one error type; its kind decides status, JSON body and metric label.
+//! - [`logging`]: VictoriaMetrics-style or JSON log lines.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod error;
+pub mod flags;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod rewrite;
+pub mod route;
+pub mod server;

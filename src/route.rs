@@ -1,0 +1,441 @@
+//! Which requests tenantgate serves, and what each is: a read, a write, or one of its own endpoints.
+//!
+//! Pure: `(method, raw path)` in, a [`Route`] or a refusal out. It is an allow-list: a path that is not
+//! named here is never forwarded. The path is matched as the client sent it, without decoding, and any
+//! trick that a backend might decode into something else (dot segments, empty segments, encoded slashes,
+//! backslashes, encoded dots, control bytes) is refused first, so what we classify is what the backend
+//! will see.
+
+use http::Method;
+
+use crate::error::{ErrorKind, GatewayError};
+
+/// How an API path maps into a cluster's `/select/<tenant>` or `/insert/<tenant>` space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Prometheus-style API: cluster path is `/<select|insert>/<tenant>/prometheus<api path>`.
+    Prometheus,
+    /// Everything else keeps its own prefix: `/<select|insert>/<tenant><path>` (graphite, vmui, influx,
+    /// opentelemetry, datadog, newrelic).
+    Prefixed,
+}
+
+/// Reads that need special treatment because their content cannot be restricted by labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulesKind {
+    /// `/api/v1/rules`.
+    Rules,
+    /// `/api/v1/alerts`.
+    Alerts,
+}
+
+/// A request tenantgate accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/health`.
+    Health,
+    /// `/metrics`: tenantgate's own metrics.
+    Metrics,
+    /// A query, export or metadata request.
+    Read(Api),
+    /// Rules or alerts (a read).
+    Rules(RulesKind, Api),
+    /// Any ingestion protocol.
+    Write(Api),
+}
+
+/// Where the API part of the path starts, so rewriting needs no allocation to find it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Api {
+    /// How the path maps into the cluster's tenant space.
+    pub family: Family,
+    /// Byte offset in the raw path where the part kept in cluster mode begins (after a `/prometheus`
+    /// prefix for the Prometheus family, 0 otherwise).
+    pub start: usize,
+}
+
+/// The metric label for a route class.
+impl Route {
+    /// `read`, `write` or `internal`.
+    pub fn class(&self) -> RouteClass {
+        match self {
+            Route::Health | Route::Metrics => RouteClass::Internal,
+            Route::Read(_) | Route::Rules(..) => RouteClass::Read,
+            Route::Write(_) => RouteClass::Write,
+        }
+    }
+}
+
+/// Route classes, the `route` label of the request metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    Read = 0,
+    Write = 1,
+    Internal = 2,
+    /// Refused before a route was known.
+    Refused = 3,
+}
+
+impl RouteClass {
+    /// All classes in metric order.
+    pub const ALL: [RouteClass; 4] = [
+        RouteClass::Read,
+        RouteClass::Write,
+        RouteClass::Internal,
+        RouteClass::Refused,
+    ];
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RouteClass::Read => "read",
+            RouteClass::Write => "write",
+            RouteClass::Internal => "internal",
+            RouteClass::Refused => "refused",
+        }
+    }
+}
+
+/// Prometheus API reads (after the optional `/prometheus` prefix).
+const READ_PATHS: &[&str] = &[
+    "/api/v1/query",
+    "/api/v1/query_range",
+    "/api/v1/series",
+    "/api/v1/series/count",
+    "/api/v1/labels",
+    "/api/v1/export",
+    "/api/v1/export/native",
+    "/api/v1/export/csv",
+    "/federate",
+    "/api/v1/metadata",
+    "/api/v1/status/tsdb",
+    "/api/v1/status/buildinfo",
+    "/api/v1/query_exemplars",
+];
+
+/// Prometheus-family writes (after the optional `/prometheus` prefix).
+const WRITE_PATHS: &[&str] = &[
+    "/api/v1/write",
+    "/api/v1/import",
+    "/api/v1/import/native",
+    "/api/v1/import/csv",
+    "/api/v1/import/prometheus",
+];
+
+/// Writes that keep their own prefix in cluster mode.
+const PREFIXED_WRITE_PATHS: &[&str] = &[
+    "/influx/write",
+    "/influx/api/v2/write",
+    "/opentelemetry/v1/metrics",
+    "/opentelemetry/api/v1/push",
+    "/datadog/api/v1/series",
+    "/datadog/api/v2/series",
+];
+
+/// Prefixes under which any (safe) path is a write, as VictoriaMetrics serves several there.
+const PREFIXED_WRITE_TREES: &[&str] = &["/newrelic", "/datadog/"];
+
+/// Prefixes under which any (safe) path is a read.
+const PREFIXED_READ_TREES: &[&str] = &["/graphite/", "/vmui"];
+
+/// Paths that name a tenant or administer the backend: refused with 403 so the client learns why.
+const FORBIDDEN_PREFIXES: &[&str] = &[
+    "/insert/",
+    "/select/",
+    "/delete/",
+    "/admin/",
+    "/api/v1/admin/",
+    "/prometheus/api/v1/admin/",
+    "/internal/",
+    "/snapshot/",
+    "/api/v1/status/active_queries",
+    "/api/v1/status/top_queries",
+    "/prometheus/api/v1/status/active_queries",
+    "/prometheus/api/v1/status/top_queries",
+];
+
+/// Classifies a request. `path` is the raw path of the request target, without the query.
+pub fn classify(method: &Method, path: &str) -> Result<Route, GatewayError> {
+    check_path(path)?;
+    match path {
+        "/health" => return only_get(method, Route::Health),
+        "/metrics" => return only_get(method, Route::Metrics),
+        _ => {}
+    }
+    for prefix in FORBIDDEN_PREFIXES {
+        if path.starts_with(prefix) || path == prefix.trim_end_matches('/') {
+            return Err(GatewayError::new(
+                ErrorKind::Forbidden,
+                "this path names a tenant or administers the backend; tenantgate takes the tenant from the token",
+            ));
+        }
+    }
+    let (api_path, start) = match path.strip_prefix("/prometheus") {
+        Some(rest) if rest.starts_with('/') => (rest, "/prometheus".len()),
+        _ => (path, 0),
+    };
+    let bare = api_path.strip_suffix('/').unwrap_or(api_path);
+    let prometheus = Api {
+        family: Family::Prometheus,
+        start,
+    };
+    if READ_PATHS.contains(&bare) || is_label_values(bare) {
+        return read_method(method, Route::Read(prometheus));
+    }
+    match bare {
+        "/api/v1/rules" => return read_method(method, Route::Rules(RulesKind::Rules, prometheus)),
+        "/api/v1/alerts" => {
+            return read_method(method, Route::Rules(RulesKind::Alerts, prometheus))
+        }
+        _ => {}
+    }
+    if WRITE_PATHS.contains(&bare) {
+        return write_method(method, Route::Write(prometheus));
+    }
+    let prefixed = Api {
+        family: Family::Prefixed,
+        start: 0,
+    };
+    if start == 0 {
+        if PREFIXED_WRITE_PATHS.contains(&bare)
+            || PREFIXED_WRITE_TREES.iter().any(|p| path.starts_with(p))
+        {
+            return write_method(method, Route::Write(prefixed));
+        }
+        if PREFIXED_READ_TREES.iter().any(|p| path.starts_with(p)) {
+            return read_method(method, Route::Read(prefixed));
+        }
+    }
+    Err(GatewayError::new(
+        ErrorKind::NotFound,
+        "unsupported path; tenantgate serves the Prometheus query and write APIs",
+    ))
+}
+
+/// `/api/v1/label/<name>/values` with a plain or percent-encoded label name.
+fn is_label_values(path: &str) -> bool {
+    path.strip_prefix("/api/v1/label/")
+        .and_then(|rest| rest.strip_suffix("/values"))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
+/// Refuses every path a backend could read differently from us.
+fn check_path(path: &str) -> Result<(), GatewayError> {
+    let bad = |why: &'static str| Err(GatewayError::new(ErrorKind::BadRequest, why));
+    if !path.starts_with('/') {
+        return bad("request path must start with /");
+    }
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' | b':' => {}
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return bad("request path has a broken percent-encoding");
+                };
+                let decoded = (h * 16 + l) as u8;
+                // Encoded '/', '\', '.', '%' and control bytes are ways to make a backend see a path
+                // we did not classify.
+                if matches!(decoded, b'/' | b'\\' | b'.' | b'%')
+                    || decoded < 0x20
+                    || decoded == 0x7f
+                {
+                    return bad("request path has an encoded slash, dot, backslash, percent or control byte");
+                }
+                i += 2;
+            }
+            _ => return bad("request path has characters that are not allowed"),
+        }
+        i += 1;
+    }
+    // Empty and dot segments ("//", "/./", "/../"), except one trailing slash.
+    let inner = path.strip_suffix('/').unwrap_or(path);
+    for segment in inner.split('/').skip(1) {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return bad("request path has empty or dot segments");
+        }
+    }
+    Ok(())
+}
+
+fn only_get(method: &Method, route: Route) -> Result<Route, GatewayError> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(route)
+    } else {
+        Err(method_not_allowed())
+    }
+}
+
+fn read_method(method: &Method, route: Route) -> Result<Route, GatewayError> {
+    if method == Method::GET || method == Method::POST || method == Method::HEAD {
+        Ok(route)
+    } else {
+        Err(method_not_allowed())
+    }
+}
+
+fn write_method(method: &Method, route: Route) -> Result<Route, GatewayError> {
+    if method == Method::POST || method == Method::PUT {
+        Ok(route)
+    } else if method == Method::GET || method == Method::HEAD {
+        // Some agents probe write endpoints; VictoriaMetrics answers those itself, but a GET carries
+        // no data, so there is nothing to forward.
+        Err(method_not_allowed())
+    } else {
+        Err(method_not_allowed())
+    }
+}
+
+fn method_not_allowed() -> GatewayError {
+    GatewayError::new(
+        ErrorKind::MethodNotAllowed,
+        "method not allowed on this path",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: Method, path: &str) -> Result<Route, ErrorKind> {
+        classify(&method, path).map_err(|e| e.kind)
+    }
+
+    #[test]
+    fn reads_with_and_without_prefix() {
+        for p in READ_PATHS {
+            assert!(
+                matches!(route(Method::GET, p), Ok(Route::Read(a)) if a.start == 0 && a.family == Family::Prometheus),
+                "{p}"
+            );
+            let prefixed = format!("/prometheus{p}");
+            assert!(
+                matches!(route(Method::POST, &prefixed), Ok(Route::Read(a)) if a.start == 11),
+                "{prefixed}"
+            );
+        }
+        assert!(matches!(
+            route(Method::GET, "/api/v1/label/__name__/values"),
+            Ok(Route::Read(_))
+        ));
+        assert!(matches!(
+            route(Method::GET, "/api/v1/query/"),
+            Ok(Route::Read(_))
+        ));
+        assert!(matches!(
+            route(Method::GET, "/graphite/metrics/find"),
+            Ok(Route::Read(Api {
+                family: Family::Prefixed,
+                start: 0
+            }))
+        ));
+        assert!(matches!(route(Method::GET, "/vmui/"), Ok(Route::Read(_))));
+        assert!(matches!(route(Method::GET, "/vmui"), Ok(Route::Read(_))));
+    }
+
+    #[test]
+    fn writes() {
+        for p in WRITE_PATHS {
+            assert!(
+                matches!(route(Method::POST, p), Ok(Route::Write(a)) if a.family == Family::Prometheus)
+            );
+            assert!(matches!(
+                route(Method::POST, &format!("/prometheus{p}")),
+                Ok(Route::Write(_))
+            ));
+        }
+        for p in PREFIXED_WRITE_PATHS {
+            assert!(
+                matches!(route(Method::POST, p), Ok(Route::Write(a)) if a.family == Family::Prefixed),
+                "{p}"
+            );
+        }
+        assert!(matches!(
+            route(Method::POST, "/newrelic/infra/v2/metrics/events/bulk"),
+            Ok(Route::Write(_))
+        ));
+        assert_eq!(
+            route(Method::GET, "/api/v1/write"),
+            Err(ErrorKind::MethodNotAllowed)
+        );
+    }
+
+    #[test]
+    fn rules_alerts_internal() {
+        assert!(matches!(
+            route(Method::GET, "/api/v1/rules"),
+            Ok(Route::Rules(RulesKind::Rules, _))
+        ));
+        assert!(matches!(
+            route(Method::GET, "/prometheus/api/v1/alerts"),
+            Ok(Route::Rules(RulesKind::Alerts, _))
+        ));
+        assert_eq!(route(Method::GET, "/health"), Ok(Route::Health));
+        assert_eq!(route(Method::GET, "/metrics"), Ok(Route::Metrics));
+        assert_eq!(
+            route(Method::POST, "/health"),
+            Err(ErrorKind::MethodNotAllowed)
+        );
+    }
+
+    #[test]
+    fn tenant_admin_and_delete_paths_are_forbidden() {
+        for p in [
+            "/insert/0:0/prometheus/api/v1/write",
+            "/select/1:0/prometheus/api/v1/query",
+            "/delete/0:0/prometheus/api/v1/admin/tsdb/delete_series",
+            "/api/v1/admin/tsdb/delete_series",
+            "/prometheus/api/v1/admin/tsdb/snapshot",
+            "/api/v1/status/active_queries",
+            "/select",
+        ] {
+            assert_eq!(route(Method::GET, p), Err(ErrorKind::Forbidden), "{p}");
+        }
+    }
+
+    #[test]
+    fn path_tricks_are_refused() {
+        for p in [
+            "/prometheus/../select/0:0/api/v1/query",
+            "/api/v1/../v1/query",
+            "/api/v1/./query",
+            "//api/v1/query",
+            "/api//v1/query",
+            "/api%2fv1/query",
+            "/api%2Fv1%2Fquery",
+            "/api/v1/%2e%2e/query",
+            "/api/v1/query%00",
+            "/api\\v1/query",
+            "/api/v1/query%",
+            "/api/v1/query%zz",
+            "/api/v1/qu ery",
+            "/api/v1/label/a%2F..%2F/values",
+            "api/v1/query",
+            "/api/v1/query\u{e9}",
+        ] {
+            assert_eq!(route(Method::GET, p), Err(ErrorKind::BadRequest), "{p}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_not_found() {
+        for p in [
+            "/",
+            "/api/v1/status/config",
+            "/%61pi/v1/query",
+            "/API/V1/QUERY",
+            "/prometheus",
+            "/prometheus/graphite/render",
+            "/flags",
+            "/debug/pprof/heap",
+        ] {
+            assert_eq!(route(Method::GET, p), Err(ErrorKind::NotFound), "{p}");
+        }
+    }
+}

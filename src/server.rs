@@ -1,0 +1,674 @@
+//! The gateway as a server: listeners, TLS, the per-request pipeline, `/health`, `/metrics`, and
+//! graceful shutdown.
+//!
+//! A request's way is one direction: [`route::classify`] says what it is, [`Authenticator`] says what
+//! the token grants, [`rewrite`] builds the upstream target, [`proxy::Upstream`] streams it to the
+//! backend and the answer back, and [`Metrics`] counts it. Every refusal is a [`GatewayError`], answered
+//! in one place.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Empty, Full, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::claims::{Access, Mode};
+use crate::auth::{fetch, Authenticator, Grant};
+use crate::error::{ErrorKind, GatewayError};
+use crate::flags::Config;
+use crate::metrics::{Gauges, Metrics};
+use crate::proxy::{Upstream, UpstreamBody};
+use crate::rewrite::{self, Topology};
+use crate::route::{self, Route, RouteClass, RulesKind};
+
+/// What every response body is: a backend's stream or tenantgate's own bytes.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    config: Config,
+    topology: Topology,
+    auth_header: http::HeaderName,
+    /// Verifies tokens; `None` when `-enable.auth` is off.
+    pub auth: Option<Arc<Authenticator>>,
+    /// Used for every request when `-enable.auth` is off: tenant 0:0, no restrictions.
+    open_grant: Arc<Grant>,
+    read: Option<Upstream>,
+    write: Option<Upstream>,
+    /// Request, auth and upstream counters.
+    pub metrics: Metrics,
+    /// Per-source key metrics, rendered into `/metrics`.
+    pub key_status: Arc<fetch::KeyStatus>,
+    shutting_down: AtomicBool,
+}
+
+impl Gateway {
+    /// Builds the gateway from flags; fails on unusable backend settings or keys.
+    pub fn new(
+        config: Config,
+        auth: Option<Arc<Authenticator>>,
+        key_status: Arc<fetch::KeyStatus>,
+    ) -> Result<Gateway, String> {
+        let upstream = |url: &Option<String>, tls| {
+            url.as_deref()
+                .map(|u| Upstream::new(u, tls, config.upstream_timeout, config.idle_conn_timeout))
+                .transpose()
+        };
+        let read =
+            upstream(&config.read_url, &config.read_tls).map_err(|e| format!("-read.url: {e}"))?;
+        let write = upstream(&config.write_url, &config.write_tls)
+            .map_err(|e| format!("-write.url: {e}"))?;
+        let auth_header = http::HeaderName::from_bytes(config.auth_header.as_bytes())
+            .map_err(|e| format!("-auth.httpHeader: {e}"))?;
+        Ok(Gateway {
+            topology: if config.cluster_mode {
+                Topology::Cluster
+            } else {
+                Topology::Single
+            },
+            auth_header,
+            auth,
+            open_grant: Arc::new(Grant::open(Access {
+                tenant: Default::default(),
+                extra_labels: Vec::new(),
+                extra_filters: Vec::new(),
+                mode: Mode {
+                    read: true,
+                    write: true,
+                },
+            })),
+            read,
+            write,
+            metrics: Metrics::default(),
+            key_status,
+            shutting_down: AtomicBool::new(false),
+            config,
+        })
+    }
+
+    /// Serves one request, recording its metrics.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let _inflight = self.metrics.inflight();
+        let (class, result) = self.serve(request, peer).await;
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                if let ErrorKind::Unauthorized(reason) = e.kind {
+                    self.metrics.auth_rejection(reason);
+                }
+                if e.kind.status().is_server_error() {
+                    tracing::warn!(
+                        status = e.kind.status().as_u16(),
+                        route = class.label(),
+                        "{}",
+                        e.message
+                    );
+                } else {
+                    tracing::debug!(
+                        status = e.kind.status().as_u16(),
+                        route = class.label(),
+                        "{}",
+                        e.message
+                    );
+                }
+                e.to_response().map(Either::Right)
+            }
+        };
+        self.metrics
+            .request(class, response.status().as_u16(), started.elapsed());
+        response
+    }
+
+    async fn serve(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> (RouteClass, Result<Response<ResponseBody>, GatewayError>) {
+        let route = match route::classify(request.method(), request.uri().path()) {
+            Ok(route) => route,
+            Err(e) => return (RouteClass::Refused, Err(e)),
+        };
+        let class = route.class();
+        let result = match route {
+            Route::Health => Ok(self.health()),
+            Route::Metrics => self.metrics_page(&request),
+            Route::Read(api) => self.proxy(request, peer, api, false).await,
+            Route::Rules(kind, api) => self.rules(request, peer, kind, api).await,
+            Route::Write(api) => self.proxy(request, peer, api, true).await,
+        };
+        (class, result)
+    }
+
+    fn grant(&self, request: &Request<Incoming>) -> Result<Arc<Grant>, GatewayError> {
+        match &self.auth {
+            Some(auth) => auth.authenticate(request.headers()),
+            None => Ok(self.open_grant.clone()),
+        }
+    }
+
+    async fn rules(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        kind: RulesKind,
+        api: route::Api,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        if self.topology == Topology::Single {
+            let grant = self.grant(&request)?;
+            check_mode(grant.access.mode, false)?;
+            // A single-node backend's rules and alerts cover every team; they cannot be filtered by
+            // labels, so a restricted token sees an empty list rather than other teams' rules.
+            if grant.access.is_label_restricted() {
+                let body = match kind {
+                    RulesKind::Rules => r#"{"status":"success","data":{"groups":[]}}"#,
+                    RulesKind::Alerts => r#"{"status":"success","data":{"alerts":[]}}"#,
+                };
+                return Ok(json_response(StatusCode::OK, body));
+            }
+        }
+        self.proxy(request, peer, api, false).await
+    }
+
+    async fn proxy(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        api: route::Api,
+        write: bool,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let grant = self.grant(&request)?;
+        check_mode(grant.access.mode, write)?;
+        let upstream = if write { &self.write } else { &self.read }
+            .as_ref()
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorKind::NotFound,
+                    if write {
+                        "writes are not enabled on this gateway (no -write.url)"
+                    } else {
+                        "reads are not enabled on this gateway (no -read.url)"
+                    },
+                )
+            })?;
+        let (mut parts, body) = request.into_parts();
+        let body = if write {
+            ReadBody::Stream(self.write_body(&parts.headers, body)?)
+        } else {
+            self.read_body(&mut parts.headers, body).await?
+        };
+        let body = match body {
+            ReadBody::Stream(b) => b,
+            ReadBody::Stripped(b, dropped) => {
+                self.metrics.stripped(dropped);
+                b
+            }
+        };
+        let (target, dropped) = rewrite::upstream_target(
+            self.topology,
+            write,
+            &upstream.base_path,
+            api,
+            parts.uri.path(),
+            parts.uri.query(),
+            &grant.args,
+        );
+        self.metrics.stripped(dropped);
+        if dropped > 0 {
+            tracing::info!(dropped, tenant = %grant.access.tenant, "removed client-supplied extra_label/extra_filters arguments");
+        }
+        match upstream
+            .forward(parts, &target, body, peer, &self.auth_header)
+            .await
+        {
+            Ok((response, took)) => {
+                self.metrics.upstream(write, took);
+                Ok(response.map(Either::Left))
+            }
+            Err((kind, e)) => {
+                if let Some(kind) = kind {
+                    self.metrics.upstream_error(kind);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A write body streams through, behind the size limit. Form bodies are refused: a server that
+    /// parses them could read `extra_label` from them.
+    fn write_body(
+        &self,
+        headers: &http::HeaderMap,
+        body: Incoming,
+    ) -> Result<UpstreamBody, GatewayError> {
+        if let Some(media) = media_type(headers)? {
+            if media == "application/x-www-form-urlencoded" || media == "multipart/form-data" {
+                return Err(GatewayError::new(
+                    ErrorKind::UnsupportedMediaType,
+                    "form bodies are not accepted on write paths; send the data with its own content type (e.g. curl --data-binary -H 'Content-Type: text/plain')",
+                ));
+            }
+        }
+        self.check_declared_length(&body)?;
+        Ok(Limited::new(body, self.config.max_request_body_size as usize).boxed_unsync())
+    }
+
+    /// A read body is either empty (streamed as is) or an urlencoded form, which is read whole (behind
+    /// `-maxFormBodySize`) and stripped. Anything else could hide arguments from us: 415.
+    async fn read_body(
+        &self,
+        headers: &mut http::HeaderMap,
+        body: Incoming,
+    ) -> Result<ReadBody, GatewayError> {
+        let media = media_type(headers)?;
+        if body.is_end_stream() && media.as_deref() != Some("application/x-www-form-urlencoded") {
+            return Ok(ReadBody::Stream(
+                Empty::new().map_err(|e| match e {}).boxed_unsync(),
+            ));
+        }
+        if media.as_deref() != Some("application/x-www-form-urlencoded") {
+            return Err(GatewayError::new(
+                ErrorKind::UnsupportedMediaType,
+                "read requests may only carry application/x-www-form-urlencoded bodies",
+            ));
+        }
+        let limit = self.config.max_form_body_size as usize;
+        if body.size_hint().lower() > limit as u64 {
+            return Err(form_too_large());
+        }
+        let bytes = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    form_too_large()
+                } else {
+                    GatewayError::new(ErrorKind::BadRequest, "could not read the request body")
+                }
+            })?
+            .to_bytes();
+        let (stripped, dropped) = rewrite::strip_form_body(&bytes).map_err(|_| {
+            GatewayError::new(ErrorKind::BadRequest, "form body is not valid UTF-8")
+        })?;
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stripped.len()));
+        Ok(ReadBody::Stripped(
+            Full::new(Bytes::from(stripped))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+            dropped,
+        ))
+    }
+
+    fn check_declared_length(&self, body: &Incoming) -> Result<(), GatewayError> {
+        if body.size_hint().lower() > self.config.max_request_body_size {
+            return Err(GatewayError::new(
+                ErrorKind::PayloadTooLarge,
+                "request body is larger than -maxRequestBodySize",
+            ));
+        }
+        Ok(())
+    }
+
+    fn health(&self) -> Response<ResponseBody> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+        }
+        match &self.auth {
+            Some(auth) if !auth.is_ready() => text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no token verification keys loaded yet: identity provider unreachable\n".into(),
+            ),
+            Some(auth) if !auth.checks_signatures() => text_response(
+                StatusCode::OK,
+                "OK\nWARNING: no key source configured; token signatures are NOT checked\n".into(),
+            ),
+            _ => text_response(StatusCode::OK, "OK".into()),
+        }
+    }
+
+    fn metrics_page(
+        &self,
+        request: &Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        if let Some(key) = &self.config.metrics_auth_key {
+            let given = request
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|p| p.strip_prefix("authKey="));
+            if given != Some(key.as_str()) {
+                return Err(GatewayError::new(
+                    ErrorKind::Unauthorized(crate::error::AuthReason::Missing),
+                    "the authKey query arg must match -metricsAuthKey",
+                ));
+            }
+        }
+        let (keys, hits, misses) = match &self.auth {
+            Some(auth) => (
+                auth.keys().len(),
+                auth.cache_hits.load(Ordering::Relaxed),
+                auth.cache_misses.load(Ordering::Relaxed),
+            ),
+            None => (0, 0, 0),
+        };
+        let text = self.metrics.render(&Gauges {
+            verification_keys: keys,
+            cache_hits: hits,
+            cache_misses: misses,
+            key_sources: self.key_status.render(),
+        });
+        let mut response = text_response(StatusCode::OK, text);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        Ok(response)
+    }
+}
+
+enum ReadBody {
+    Stream(UpstreamBody),
+    Stripped(UpstreamBody, usize),
+}
+
+fn form_too_large() -> GatewayError {
+    GatewayError::new(
+        ErrorKind::PayloadTooLarge,
+        "form body is larger than -maxFormBodySize",
+    )
+}
+
+fn check_mode(mode: Mode, write: bool) -> Result<(), GatewayError> {
+    match (write, mode.read, mode.write) {
+        (false, false, _) => Err(GatewayError::new(
+            ErrorKind::Forbidden,
+            "this token may not read (vm_access mode is write-only)",
+        )),
+        (true, _, false) => Err(GatewayError::new(
+            ErrorKind::Forbidden,
+            "this token may not write (vm_access mode is read-only)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The media type of the body, lower-cased, without parameters. Several Content-Type headers are
+/// refused: servers disagree on which one counts.
+fn media_type(headers: &http::HeaderMap) -> Result<Option<String>, GatewayError> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(GatewayError::new(
+            ErrorKind::BadRequest,
+            "more than one Content-Type header",
+        ));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "Content-Type is not ASCII"))?;
+    let media = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    Ok(Some(media))
+}
+
+fn text_response(status: StatusCode, text: String) -> Response<ResponseBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Why the gateway could not start, and the exit code that says so (2: fix the flags or files).
+#[derive(Debug)]
+pub struct StartError {
+    /// 2 for configuration problems (as Go's flag package), 1 for the rest.
+    pub exit_code: u8,
+    /// What to fix.
+    pub message: String,
+}
+
+fn config_error(message: String) -> StartError {
+    StartError {
+        exit_code: 2,
+        message,
+    }
+}
+
+/// Runs the gateway until SIGTERM or SIGINT, then drains in-flight requests.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let (auth, key_status, fetcher) = fetch::start(&config).await.map_err(config_error)?;
+    let gateway = Arc::new(Gateway::new(config.clone(), auth, key_status).map_err(config_error)?);
+    let tls = if config.tls {
+        Some(tls_acceptor(&config).map_err(config_error)?)
+    } else {
+        None
+    };
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|e| StartError {
+            exit_code: 1,
+            message: format!(
+                "cannot listen on {} (-httpListenAddr): {e}",
+                config.listen_addr
+            ),
+        })?;
+    let local = listener.local_addr().map_err(|e| StartError {
+        exit_code: 1,
+        message: e.to_string(),
+    })?;
+    tracing::info!(
+        "tenantgate {} listening on {}://{local} ({} mode, auth {})",
+        env!("CARGO_PKG_VERSION"),
+        if tls.is_some() { "https" } else { "http" },
+        if config.cluster_mode {
+            "cluster"
+        } else {
+            "single-node"
+        },
+        if config.enable_auth { "on" } else { "OFF" },
+    );
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        let service = service_fn(move |request| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+        });
+        let builder = builder.clone();
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                let handshake_timeout = config.header_read_timeout;
+                tokio::spawn(async move {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+        }
+    }
+
+    gateway.shutting_down.store(true, Ordering::Release);
+    if !config.shutdown_delay.is_zero() {
+        tracing::info!(
+            "waiting {:?} (-http.shutdownDelay) so load balancers see /health fail",
+            config.shutdown_delay
+        );
+        tokio::time::sleep(config.shutdown_delay).await;
+    }
+    drop(listener);
+    tracing::info!(
+        "shutting down: finishing in-flight requests for at most {:?}",
+        config.max_graceful_shutdown
+    );
+    if tokio::time::timeout(config.max_graceful_shutdown, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still busy after -http.maxGracefulShutdownDuration; closing them");
+    }
+    if let Some(fetcher) = fetcher {
+        fetcher.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers we can only run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = int.recv() => tracing::info!("received SIGINT"),
+    }
+}
+
+fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) else {
+        return Err("-tls needs -tlsCertFile and -tlsKeyFile".into());
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("-tlsCertFile {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("-tlsKeyFile {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("-tlsCertFile/-tlsKeyFile: {e}"))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_checks() {
+        let ro = Mode {
+            read: true,
+            write: false,
+        };
+        let wo = Mode {
+            read: false,
+            write: true,
+        };
+        assert!(check_mode(ro, false).is_ok());
+        assert_eq!(check_mode(ro, true).unwrap_err().kind, ErrorKind::Forbidden);
+        assert_eq!(
+            check_mode(wo, false).unwrap_err().kind,
+            ErrorKind::Forbidden
+        );
+        assert!(check_mode(wo, true).is_ok());
+    }
+
+    #[test]
+    fn media_types() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(media_type(&h).unwrap(), None);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+        );
+        assert_eq!(
+            media_type(&h).unwrap().as_deref(),
+            Some("application/x-www-form-urlencoded")
+        );
+        h.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(media_type(&h).is_err());
+    }
+}
