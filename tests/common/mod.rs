@@ -1,0 +1,434 @@
+//! Shared harness for the black-box tests: real processes (tenantgate, VictoriaMetrics, nginx, the OIDC
+//! provider) on 127.0.0.1, each owned by a [`Proc`] that kills and reaps it when dropped, even when a test
+//! panics. Dependencies come from `scripts/deps`, which the harness runs itself (about 10 ms when
+//! everything is installed), so `cargo test` works on a fresh machine and never skips for lack of them.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+
+/// Paths of the external programs, from `.deps/env.sh`.
+pub struct Deps {
+    pub vars: HashMap<String, String>,
+}
+
+impl Deps {
+    pub fn get(&self, name: &str) -> &str {
+        self.vars
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from .deps/env.sh; scripts/deps is broken"))
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Installs (once per test binary) and returns the external programs.
+pub fn deps() -> &'static Deps {
+    static DEPS: OnceLock<Deps> = OnceLock::new();
+    DEPS.get_or_init(|| {
+        let root = repo_root();
+        let status = Command::new("bash")
+            .arg(root.join("scripts/deps"))
+            .current_dir(&root)
+            .status()
+            .expect("cannot run scripts/deps");
+        assert!(status.success(), "scripts/deps failed: the tests need its programs");
+        let env = fs::read_to_string(root.join(".deps/env.sh")).expect(".deps/env.sh");
+        let vars = env
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.starts_with("TG_"))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+            .collect();
+        Deps { vars }
+    })
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh temporary directory, removed on drop.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("tenantgate-test-")
+        .tempdir()
+        .unwrap()
+}
+
+/// A child process that is killed (SIGKILL unless stopped earlier) and reaped when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+        let out = fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends a signal by PID (`TERM`, `INT`, `KILL`).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// SIGTERM, then waits up to `limit` for the exit; returns the exit code.
+    pub fn stop(&mut self, limit: Duration) -> Option<i32> {
+        self.signal("TERM");
+        self.wait_exit(limit)
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `url` until it answers `want` (bounded), or panics with the process log.
+pub fn wait_http(url: &str, want: u16, proc: &Proc, limit: Duration) {
+    let client = http_client();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(r) = client.get(url).send() {
+            if r.status().as_u16() == want {
+                return;
+            }
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{} did not answer {want} at {url} within {limit:?}; log:\n{}",
+                proc.name,
+                proc.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A real VictoriaMetrics single-node on a free port.
+pub struct Victoria {
+    pub proc: Proc,
+    pub port: u16,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Victoria {
+    pub fn start() -> Victoria {
+        let dir = tempdir();
+        let port = free_port();
+        let mut cmd = Command::new(deps().get("TG_VICTORIA_METRICS"));
+        cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-storageDataPath={}", dir.path().join("data").display()))
+            .arg("-retentionPeriod=100y")
+            .arg("-search.latencyOffset=0s")
+            .arg("-search.disableCache")
+            .arg("-loggerLevel=WARN");
+        let proc = Proc::spawn("victoria-metrics", cmd, dir.path().join("vm.log"));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_http(&format!("{url}/health"), 200, &proc, Duration::from_secs(30));
+        Victoria {
+            proc,
+            port,
+            url,
+            _dir: dir,
+        }
+    }
+
+    /// Series (as label maps) matching `selector`, read straight from VictoriaMetrics.
+    pub fn series(&self, selector: &str) -> Vec<HashMap<String, String>> {
+        let r: serde_json::Value = http_client()
+            .get(format!("{}/api/v1/series", self.url))
+            .query(&[("match[]", selector), ("start", "0")])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        serde_json::from_value(r["data"].clone()).unwrap()
+    }
+
+    /// Polls until `selector` matches `n` series (bounded), returning them.
+    pub fn wait_series(&self, selector: &str, n: usize) -> Vec<HashMap<String, String>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.series(selector);
+            if s.len() == n {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("VictoriaMetrics has {} series for {selector}, want {n}: {s:?}", s.len());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The cluster stand-in: real nginx mapping `/insert/<tenant>/...` and `/select/<tenant>/...` to one real
+/// single-node per tenant (REFERENCE §6), so the paths tenantgate builds are checked by real parts.
+pub struct Cluster {
+    pub nginx: Proc,
+    pub insert_url: String,
+    pub select_url: String,
+    pub tenants: HashMap<String, Victoria>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(tenants: &[&str]) -> Cluster {
+        let dir = tempdir();
+        let vms: HashMap<String, Victoria> = tenants
+            .iter()
+            .map(|t| (t.to_string(), Victoria::start()))
+            .collect();
+        let (insert, select) = (free_port(), free_port());
+        let preamble = fs::read_to_string(repo_root().join("tests/support/nginx-preamble.conf"))
+            .unwrap()
+            .replace("__DIR__", &dir.path().display().to_string());
+        let mut conf = preamble;
+        for (kind, port) in [("insert", insert), ("select", select)] {
+            conf.push_str(&format!("server {{\n listen 127.0.0.1:{port};\n client_max_body_size 0;\n"));
+            for (tenant, vm) in &vms {
+                conf.push_str(&format!(
+                    " location /{kind}/{tenant}/ {{\n  rewrite ^/{kind}/{tenant}(/.*)$ $1 break;\n  proxy_pass http://127.0.0.1:{};\n  proxy_http_version 1.1;\n  proxy_request_buffering off;\n }}\n",
+                    vm.port
+                ));
+            }
+            conf.push_str(" location / { return 404 \"no such tenant or path in the cluster stand-in\\n\"; }\n}\n");
+        }
+        conf.push_str("}\n");
+        let conf_path = dir.path().join("nginx.conf");
+        fs::write(&conf_path, conf).unwrap();
+        let mut cmd = Command::new(deps().get("TG_NGINX"));
+        cmd.arg("-p")
+            .arg(format!("{}/", dir.path().display()))
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg("stderr");
+        let nginx = Proc::spawn("nginx", cmd, dir.path().join("nginx.log"));
+        let insert_url = format!("http://127.0.0.1:{insert}");
+        let select_url = format!("http://127.0.0.1:{select}");
+        let probe = format!("{select_url}/select/{}/health", tenants[0]);
+        wait_http(&probe, 200, &nginx, Duration::from_secs(20));
+        Cluster {
+            nginx,
+            insert_url,
+            select_url,
+            tenants: vms,
+            _dir: dir,
+        }
+    }
+}
+
+/// A running tenantgate binary.
+pub struct Gate {
+    pub proc: Proc,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gate {
+    /// Starts tenantgate with `args` plus a free `-httpListenAddr`, and waits for `/health` to answer
+    /// `health` (200 normally, 503 while keys are not loaded).
+    pub fn start_expecting(args: &[String], health: u16) -> Gate {
+        let dir = tempdir();
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantgate"));
+        cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}")).args(args);
+        let proc = Proc::spawn("tenantgate", cmd, dir.path().join("tenantgate.log"));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_http(&format!("{url}/health"), health, &proc, Duration::from_secs(20));
+        Gate { proc, url, dir }
+    }
+
+    pub fn start(args: &[String]) -> Gate {
+        Gate::start_expecting(args, 200)
+    }
+
+    /// One value of tenantgate's own `/metrics`, by exact series name (with labels), 0 if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = http_client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn b64url(data: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(data)
+}
+
+pub fn pem_block(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// A signing key generated at test time, standing in for an identity provider's.
+pub enum Signer {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+}
+
+impl Signer {
+    pub fn rsa() -> Signer {
+        Signer::Rsa(RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap())
+    }
+
+    pub fn ec() -> Signer {
+        Signer::Ec(EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap())
+    }
+
+    pub fn alg(&self) -> &'static str {
+        match self {
+            Signer::Rsa(_) => "RS256",
+            Signer::Ec(_) => "ES256",
+        }
+    }
+
+    /// The public key as a PEM `PUBLIC KEY` block.
+    pub fn public_pem(&self) -> String {
+        let der: PublicKeyX509Der = match self {
+            Signer::Rsa(k) => k.public_key().as_der().unwrap(),
+            Signer::Ec(k) => k.public_key().as_der().unwrap(),
+        };
+        pem_block("PUBLIC KEY", der.as_ref())
+    }
+
+    /// Writes the public key to `dir/name` and returns the path.
+    pub fn write_public_pem(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, self.public_pem()).unwrap();
+        path
+    }
+
+    pub fn sign_raw(&self, header: &str, payload: &str) -> String {
+        let input = format!("{}.{}", b64url(header.as_bytes()), b64url(payload.as_bytes()));
+        let sig = match self {
+            Signer::Rsa(k) => {
+                let mut sig = vec![0; k.public_modulus_len()];
+                k.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    input.as_bytes(),
+                    &mut sig,
+                )
+                .unwrap();
+                sig
+            }
+            Signer::Ec(k) => k
+                .sign(&SystemRandom::new(), input.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec(),
+        };
+        format!("{input}.{}", b64url(&sig))
+    }
+
+    /// A token with `vm_access` (JSON text) valid for ten minutes.
+    pub fn token(&self, vm_access: &str) -> String {
+        let payload = format!(r#"{{"exp":{},"vm_access":{vm_access}}}"#, now() + 600);
+        self.sign_raw(&format!(r#"{{"alg":"{}","typ":"JWT"}}"#, self.alg()), &payload)
+    }
+}
+
+/// Prometheus text exposition lines with a timestamp a minute in the past (VictoriaMetrics hides
+/// samples newer than its latency offset), one per `(series, value)`.
+pub fn import_lines(series: &[(&str, f64)]) -> String {
+    let ts = (now() - 60) * 1000;
+    series
+        .iter()
+        .map(|(s, v)| format!("{s} {v} {ts}\n"))
+        .collect()
+}
+
+/// Reads a whole response body as text (for error messages).
+pub fn body_text(mut r: reqwest::blocking::Response) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
