@@ -46,7 +46,10 @@ pub fn deps() -> &'static Deps {
             .current_dir(&root)
             .status()
             .expect("cannot run scripts/deps");
-        assert!(status.success(), "scripts/deps failed: the tests need its programs");
+        assert!(
+            status.success(),
+            "scripts/deps failed: the tests need its programs"
+        );
         let env = fs::read_to_string(root.join(".deps/env.sh")).expect(".deps/env.sh");
         let vars = env
             .lines()
@@ -188,14 +191,22 @@ impl Victoria {
         let port = free_port();
         let mut cmd = Command::new(deps().get("TG_VICTORIA_METRICS"));
         cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!("-storageDataPath={}", dir.path().join("data").display()))
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.path().join("data").display()
+            ))
             .arg("-retentionPeriod=100y")
             .arg("-search.latencyOffset=0s")
             .arg("-search.disableCache")
             .arg("-loggerLevel=WARN");
         let proc = Proc::spawn("victoria-metrics", cmd, dir.path().join("vm.log"));
         let url = format!("http://127.0.0.1:{port}");
-        wait_http(&format!("{url}/health"), 200, &proc, Duration::from_secs(30));
+        wait_http(
+            &format!("{url}/health"),
+            200,
+            &proc,
+            Duration::from_secs(30),
+        );
         Victoria {
             proc,
             port,
@@ -216,16 +227,29 @@ impl Victoria {
         serde_json::from_value(r["data"].clone()).unwrap()
     }
 
+    /// Makes everything written so far searchable (VictoriaMetrics buffers new rows for seconds).
+    pub fn flush(&self) {
+        let r = http_client()
+            .get(format!("{}/internal/force_flush", self.url))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
     /// Polls until `selector` matches `n` series (bounded), returning them.
     pub fn wait_series(&self, selector: &str, n: usize) -> Vec<HashMap<String, String>> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            self.flush();
             let s = self.series(selector);
             if s.len() == n {
                 return s;
             }
             if Instant::now() > deadline {
-                panic!("VictoriaMetrics has {} series for {selector}, want {n}: {s:?}", s.len());
+                panic!(
+                    "VictoriaMetrics has {} series for {selector}, want {n}: {s:?}",
+                    s.len()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -255,7 +279,9 @@ impl Cluster {
             .replace("__DIR__", &dir.path().display().to_string());
         let mut conf = preamble;
         for (kind, port) in [("insert", insert), ("select", select)] {
-            conf.push_str(&format!("server {{\n listen 127.0.0.1:{port};\n client_max_body_size 0;\n"));
+            conf.push_str(&format!(
+                "server {{\n listen 127.0.0.1:{port};\n client_max_body_size 0;\n"
+            ));
             for (tenant, vm) in &vms {
                 conf.push_str(&format!(
                     " location /{kind}/{tenant}/ {{\n  rewrite ^/{kind}/{tenant}(/.*)$ $1 break;\n  proxy_pass http://127.0.0.1:{};\n  proxy_http_version 1.1;\n  proxy_request_buffering off;\n }}\n",
@@ -303,10 +329,16 @@ impl Gate {
         let dir = tempdir();
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantgate"));
-        cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}")).args(args);
+        cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .args(args);
         let proc = Proc::spawn("tenantgate", cmd, dir.path().join("tenantgate.log"));
         let url = format!("http://127.0.0.1:{port}");
-        wait_http(&format!("{url}/health"), health, &proc, Duration::from_secs(20));
+        wait_http(
+            &format!("{url}/health"),
+            health,
+            &proc,
+            Duration::from_secs(20),
+        );
         Gate { proc, url, dir }
     }
 
@@ -330,7 +362,10 @@ impl Gate {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn b64url(data: &[u8]) -> String {
@@ -387,7 +422,11 @@ impl Signer {
     }
 
     pub fn sign_raw(&self, header: &str, payload: &str) -> String {
-        let input = format!("{}.{}", b64url(header.as_bytes()), b64url(payload.as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64url(header.as_bytes()),
+            b64url(payload.as_bytes())
+        );
         let sig = match self {
             Signer::Rsa(k) => {
                 let mut sig = vec![0; k.public_modulus_len()];
@@ -412,7 +451,10 @@ impl Signer {
     /// A token with `vm_access` (JSON text) valid for ten minutes.
     pub fn token(&self, vm_access: &str) -> String {
         let payload = format!(r#"{{"exp":{},"vm_access":{vm_access}}}"#, now() + 600);
-        self.sign_raw(&format!(r#"{{"alg":"{}","typ":"JWT"}}"#, self.alg()), &payload)
+        self.sign_raw(
+            &format!(r#"{{"alg":"{}","typ":"JWT"}}"#, self.alg()),
+            &payload,
+        )
     }
 }
 
@@ -431,4 +473,25 @@ pub fn body_text(mut r: reqwest::blocking::Response) -> String {
     let mut s = String::new();
     let _ = r.read_to_string(&mut s);
     s
+}
+
+/// Sends raw bytes as one HTTP/1.1 exchange (the client closes after) and returns the status code and
+/// the whole answer. For requests no well-behaved client library would send.
+pub fn raw_request(base_url: &str, request: &[u8]) -> (u16, String) {
+    use std::io::Write;
+    let addr = base_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }
