@@ -4,6 +4,15 @@
 //! everything is installed), so `cargo test` works on a fresh machine and never skips for lack of them.
 #![allow(dead_code)]
 
+pub mod agents;
+pub mod idp;
+
+// Not every test binary uses every part of the harness.
+#[allow(unused_imports)]
+pub use agents::{Prometheus, RemoteWrite, Vmagent};
+#[allow(unused_imports)]
+pub use idp::{jwt_payload, Idp, UserTokens};
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
@@ -234,6 +243,26 @@ impl Victoria {
             .send()
             .unwrap();
         assert_eq!(r.status(), 200);
+    }
+
+    /// Polls until `selector` matches at least one series (bounded), returning them: for data that
+    /// scrapers keep adding to.
+    pub fn wait_some_series(&self, selector: &str) -> Vec<HashMap<String, String>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.flush();
+            let s = self.series(selector);
+            if !s.is_empty() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "VictoriaMetrics at {} has no series for {selector}",
+                    self.url
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Polls until `selector` matches `n` series (bounded), returning them.

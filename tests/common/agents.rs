@@ -1,0 +1,109 @@
+//! The real senders of the scene: vmagent and Prometheus, scraping and remote-writing with OAuth2 client
+//! credentials, as users run them in front of vmgateway.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use super::{deps, free_port, tempdir, wait_http, Proc};
+
+/// One remote-write destination with OAuth2 client credentials.
+#[derive(Debug, Clone)]
+pub struct RemoteWrite {
+    /// Full URL, e.g. `http://127.0.0.1:8431/api/v1/write`.
+    pub url: String,
+    pub client_id: String,
+    pub client_secret_file: PathBuf,
+    pub token_url: String,
+}
+
+/// A running vmagent (Debian's 1.79).
+pub struct Vmagent {
+    pub proc: Proc,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Vmagent {
+    /// Starts vmagent with `scrape_config` (YAML) and one `-remoteWrite.url` per entry of `writes`. In
+    /// vmagent 1.79 every `-remoteWrite.oauth2.*` flag is an array that pairs with `-remoteWrite.url` by
+    /// position, so each destination gets its own client. Flushes every second.
+    pub fn start(scrape_config: &str, writes: &[RemoteWrite]) -> Vmagent {
+        let dir = tempdir();
+        let config = dir.path().join("scrape.yml");
+        fs::write(&config, scrape_config).unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(deps().get("TG_VMAGENT"));
+        cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-promscrape.config={}", config.display()))
+            .arg(format!(
+                "-remoteWrite.tmpDataPath={}",
+                dir.path().join("queue").display()
+            ))
+            .arg("-remoteWrite.flushInterval=1s")
+            .arg("-loggerLevel=WARN");
+        for w in writes {
+            cmd.arg(format!("-remoteWrite.url={}", w.url))
+                .arg(format!("-remoteWrite.oauth2.clientID={}", w.client_id))
+                .arg(format!(
+                    "-remoteWrite.oauth2.clientSecretFile={}",
+                    w.client_secret_file.display()
+                ))
+                .arg(format!("-remoteWrite.oauth2.tokenUrl={}", w.token_url));
+        }
+        let proc = Proc::spawn("vmagent", cmd, dir.path().join("vmagent.log"));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_http(
+            &format!("{url}/health"),
+            200,
+            &proc,
+            Duration::from_secs(20),
+        );
+        Vmagent { proc, url, dir }
+    }
+}
+
+/// A running Prometheus (Debian's 2.42).
+pub struct Prometheus {
+    pub proc: Proc,
+    pub url: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// A port for Prometheus to listen on, so its configuration can name it (to scrape itself).
+    pub fn reserve_port() -> u16 {
+        free_port()
+    }
+
+    /// Starts Prometheus with `config` (YAML) on `port`, waiting until it is ready.
+    pub fn start(config: &str, port: u16) -> Prometheus {
+        let dir = tempdir();
+        let path = dir.path().join("prometheus.yml");
+        fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(deps().get("TG_PROMETHEUS"));
+        cmd.arg(format!("--config.file={}", path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn");
+        let proc = Proc::spawn("prometheus", cmd, dir.path().join("prometheus.log"));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_http(
+            &format!("{url}/-/ready"),
+            200,
+            &proc,
+            Duration::from_secs(30),
+        );
+        Prometheus {
+            proc,
+            url,
+            port,
+            dir,
+        }
+    }
+}
