@@ -343,7 +343,7 @@ pub async fn start(config: &Config) -> Result<Started, String> {
             );
             tracing::warn!("no keys from {pending} yet; retrying in the background. Tokens naming a key id no loaded key has get 503 until every source answered");
         } else {
-            tracing::warn!("no keys for JWT token signature verification yet: {pending} did not answer within {FIRST_ATTEMPT_WAIT:?}; retrying in the background. Until keys arrive, /health and every request answer 503 so senders retry");
+            tracing::warn!("no keys for JWT token signature verification yet: none from {pending} within {FIRST_ATTEMPT_WAIT:?}; retrying in the background. Until keys arrive, /health and every request answer 503 so senders retry");
         }
     }
     Ok((Some(authenticator), status, Some(handle)))
@@ -791,7 +791,7 @@ impl Refresher {
                 if remote.fingerprint.is_some() {
                     tracing::warn!(source = %remote.name, "key refresh failed ({} in a row), keeping the {} keys fetched before; next try in {delay:.1?}: {e}", remote.failures, remote.keys.len());
                 } else {
-                    tracing::warn!(source = %remote.name, "cannot fetch keys ({} failures so far); next try in {delay:.1?}: {e}", remote.failures);
+                    tracing::warn!(source = %remote.name, "cannot fetch keys yet (attempt {} failed); next try in {delay:.1?}: {e}", remote.failures);
                 }
                 return false;
             }
