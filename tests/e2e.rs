@@ -49,10 +49,9 @@ fn users() -> Value {
 
 /// Where the gateways get their verification keys: the IdP's OpenID Connect discovery document.
 fn key_source(idp: &Idp) -> Vec<String> {
-    // Interim, until OIDC discovery lands from the `keys` branch: the IdP's keys exported as PEM.
     vec![format!(
-        "-auth.publicKeyFiles={}",
-        idp.public_keys_pem().display()
+        "-auth.oidcDiscoveryEndpoints={}",
+        idp.discovery_url()
     )]
 }
 
@@ -93,11 +92,14 @@ struct Scene {
     vmagent: Vmagent,
     dev: UserTokens,
     admin: UserTokens,
+    /// The IdP's keys, clients, people and the agents' secrets; removed last.
+    _dir: tempfile::TempDir,
 }
 
 impl Scene {
     fn start() -> Scene {
-        let idp = Idp::start(&clients(), &users());
+        let dir = tempdir();
+        let idp = Idp::start_scene(dir.path(), &clients(), &users());
         let vm = Victoria::start();
         let cluster = Cluster::start(&["0:0", "0:1"]);
         let (single, clustered) = gateways(&idp, &vm, &cluster);
@@ -111,7 +113,7 @@ impl Scene {
             host_port(&single.url),
             host_port(&clustered.url),
         );
-        let secret = idp.secret_file("vmagent.secret", "vmagent-secret");
+        let secret = secret_file(dir.path(), "vmagent.secret", "vmagent-secret");
         let write = |gate: &Gate| RemoteWrite {
             url: format!("{}/api/v1/write", gate.url),
             client_id: "vmagent".into(),
@@ -187,6 +189,7 @@ impl Scene {
             vmagent,
             dev,
             admin,
+            _dir: dir,
         }
     }
 }
@@ -313,6 +316,15 @@ fn vmagent_writes_arrive_through_both_gateways_and_each_person_sees_only_their_t
         );
     }
 
+    // Both gateways verify with the IdP's two keys, found through its discovery document.
+    for gate in [&s.single, &s.clustered] {
+        let loaded = format!(
+            r#"tenantgate_keys_loaded{{source="{}"}}"#,
+            s.idp.discovery_url()
+        );
+        assert_eq!(gate.metric(&loaded), 2.0, "{}", gate.proc.log_text());
+    }
+
     // Each person through each gateway (the demo's table).
     let q = format!("count by (team, job) ({ALL})");
     let cases: [(&str, &UserTokens, &Gate, Expect); 4] = [
@@ -345,7 +357,7 @@ fn vmagent_writes_arrive_through_both_gateways_and_each_person_sees_only_their_t
 
     // vmagent's token may write but the gateways still take the tenant from it: reading with it through
     // the cluster gateway sees tenant 0:0 unrestricted, i.e. both teams.
-    let agent = s.idp.client_credentials("vmagent", "vmagent-secret");
+    let agent = s.idp.client_credentials_token("vmagent", "vmagent-secret");
     let r: Value = http_client()
         .get(format!("{}/api/v1/query", s.clustered.url))
         .query(&[("query", q.as_str())])
@@ -505,11 +517,12 @@ fn grafana_data_source_requests_succeed_restricted_for_both_people_through_both_
 
 #[test]
 fn prometheus_remote_writes_through_both_gateways_with_its_oauth2_block() {
-    let idp = Idp::start(&clients(), &users());
+    let dir = tempdir();
+    let idp = Idp::start_scene(dir.path(), &clients(), &users());
     let vm = Victoria::start();
     let cluster = Cluster::start(&["0:0", "0:1"]);
     let (single, clustered) = gateways(&idp, &vm, &cluster);
-    let secret = idp.secret_file("prometheus.secret", "prometheus-secret");
+    let secret = secret_file(dir.path(), "prometheus.secret", "prometheus-secret");
     let port = Prometheus::reserve_port();
     let remote_write = |gate: &Gate| {
         format!(
@@ -542,7 +555,7 @@ fn prometheus_remote_writes_through_both_gateways_with_its_oauth2_block() {
 
     // And they can be read back through each gateway with the client's own token, whose `writer` label
     // restricts its reads to exactly these series.
-    let token = idp.client_credentials("prometheus", "prometheus-secret");
+    let token = idp.client_credentials_token("prometheus", "prometheus-secret");
     for gate in [&single, &clustered] {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -5,13 +5,13 @@
 #![allow(dead_code)]
 
 pub mod agents;
-pub mod idp;
+pub mod login;
 
 // Not every test binary uses every part of the harness.
 #[allow(unused_imports)]
 pub use agents::{Prometheus, RemoteWrite, Vmagent};
 #[allow(unused_imports)]
-pub use idp::{jwt_payload, Idp, UserTokens};
+pub use login::{jwt_payload, secret_file, UserTokens};
 
 use std::collections::HashMap;
 use std::fs;
@@ -27,6 +27,9 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+
+mod idp;
+pub use idp::*;
 
 /// Paths of the external programs, from `.deps/env.sh`.
 pub struct Deps {
