@@ -161,3 +161,47 @@ fn slow_header_senders_are_cut_off() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn concurrency_limits_answer_429_with_retry_after() {
+    // A backend that never answers keeps the first request in flight.
+    let hanging = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
+    let signer = Signer::rsa();
+    let dir = tempdir();
+    let key = signer.write_public_pem(dir.path(), "k.pem");
+    let gate = Gate::start(&[
+        "-enable.auth".into(),
+        format!("-auth.publicKeyFiles={}", key.display()),
+        format!("-read.url={hanging_url}"),
+        "-upstream.timeout=3s".into(),
+        "-maxConcurrentRequestsPerTenant=1".into(),
+        "-maxConcurrentRequests=2".into(),
+    ]);
+    let dev = signer.token(r#"{"extra_labels":{"team":"dev"}}"#);
+    let ops = signer.token(r#"{"extra_labels":{"team":"ops"}}"#);
+    let admin = signer.token(r#"{}"#);
+    let url = format!("{}/api/v1/query?query=1", gate.url);
+    let in_flight: Vec<_> = [dev.clone(), ops.clone()]
+        .into_iter()
+        .map(|token| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                http_client().get(url).bearer_auth(token).send().unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // dev's one slot is taken: 429 for dev.
+    let r = http_client().get(&url).bearer_auth(&dev).send().unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    // Two requests in flight fill the global limit: 429 for a third tenant too.
+    let r = http_client().get(&url).bearer_auth(&admin).send().unwrap();
+    assert_eq!(r.status(), 429);
+    for t in in_flight {
+        assert_eq!(t.join().unwrap(), 504);
+    }
+    assert_eq!(gate.metric("tenantgate_concurrency_rejections_total"), 2.0);
+    drop(hanging);
+}
