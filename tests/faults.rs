@@ -187,7 +187,13 @@ fn concurrency_limits_answer_429_with_retry_after() {
         .map(|token| {
             let url = url.clone();
             std::thread::spawn(move || {
-                http_client().get(url).bearer_auth(token).send().unwrap().status().as_u16()
+                http_client()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
             })
         })
         .collect();
