@@ -72,23 +72,23 @@ fn assert_complete(vm: &Victoria, agent: &Vmagent) {
     );
 }
 
-fn setup() -> (Victoria, Vec<String>, Signer) {
+fn setup() -> (Victoria, Vec<String>, Signer, tempfile::TempDir) {
     let vm = Victoria::start();
     let signer = Signer::rsa();
-    let key_dir = tempdir().into_path();
-    let key = signer.write_public_pem(&key_dir, "k.pem");
+    let key_dir = tempdir();
+    let key = signer.write_public_pem(key_dir.path(), "k.pem");
     let args = vec![
         "-enable.auth".to_string(),
         format!("-auth.publicKeyFiles={}", key.display()),
         format!("-read.url={}", vm.url),
         format!("-write.url={}", vm.url),
     ];
-    (vm, args, signer)
+    (vm, args, signer, key_dir)
 }
 
 #[test]
 fn gateway_restarts_lose_nothing() {
-    let (vm, args, signer) = setup();
+    let (vm, args, signer, _keys) = setup();
     let mut gate = Gate::start(&args);
     let token = signer.token(r#"{"extra_labels":{"team":"agents"}}"#);
     let agent = Vmagent::start(&format!("{}/api/v1/write", gate.url), &token);
@@ -111,7 +111,7 @@ fn gateway_restarts_lose_nothing() {
 
 #[test]
 fn backend_restarts_lose_nothing() {
-    let (mut vm, args, signer) = setup();
+    let (mut vm, args, signer, _keys) = setup();
     let gate = Gate::start(&args);
     let token = signer.token(r#"{"extra_labels":{"team":"agents"}}"#);
     let agent = Vmagent::start(&format!("{}/api/v1/write", gate.url), &token);
