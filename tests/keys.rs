@@ -190,10 +190,13 @@ fn rotated_keys_are_followed_without_restarting_the_gateway() {
     let dir = tempdir();
     let mut old_idp = Idp::start(dir.path(), "keys-old.json");
     let vm = Victoria::start();
-    // A long refresh interval: only the unknown kid can make the gateway look again.
+    // A PEM key beside the IdP: kid-less keys are tried for every token, and must not hide the unknown
+    // kid that makes the gateway look again (with a long refresh interval, nothing else would).
+    let pem = Signer::rsa().write_public_pem(dir.path(), "local.pem");
     let gate = Gate::start(&with(
         backend_args(&vm),
         &[
+            format!("-auth.publicKeyFiles={}", pem.display()),
             format!("-auth.oidcDiscoveryEndpoints={}", old_idp.discovery_url()),
             "-auth.keysRefreshInterval=1h".into(),
             "-auth.minRefreshInterval=1s".into(),
@@ -227,7 +230,7 @@ fn rotated_keys_are_followed_without_restarting_the_gateway() {
     assert_eq!(refreshes, fetches as f64);
     let log = gate.proc.log_text();
     assert_eq!(
-        log.matches("using 2 keys for JWT token signature verification")
+        log.matches("using 3 keys for JWT token signature verification")
             .count(),
         2,
         "one line at start-up, one after the rotation:\n{log}"
