@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use common::idp::*;
 use common::*;
 
 /// `GET /api/v1/labels` through the gateway with `token`: status, `Retry-After`, body.

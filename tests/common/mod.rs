@@ -19,8 +19,7 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
-mod idp;
-pub use idp::*;
+pub mod idp;
 
 /// Paths of the external programs, from `.deps/env.sh`.
 pub struct Deps {
