@@ -326,9 +326,15 @@ fn idp_down_later_keeps_the_last_keys_working() {
     let seen = idp.client_credentials_token("vmagent", "s3cret");
     let unseen = idp.client_credentials_token("es-agent", "s3cret");
     assert_labels(&gate, &seen, 200);
+    let source = idp.jwks_url();
+    // Routine refreshes that bring the same keys replace nothing (the token cache survives them).
+    eventually(Duration::from_secs(10), "three refreshes", || {
+        gate.metric(&source_metric("tenantgate_key_refreshes_total", &source)) >= 3.0
+    });
+    let log = gate.proc.log_text();
+    assert_eq!(log.matches("using 2 keys for JWT").count(), 1, "{log}");
 
     idp.stop();
-    let source = idp.jwks_url();
     eventually(Duration::from_secs(15), "two failed refreshes", || {
         gate.metric(&source_metric(
             "tenantgate_key_refresh_failures_total",
