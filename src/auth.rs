@@ -5,15 +5,22 @@
 //! loads keys: start-up for PEM files, [`fetch`] for identity providers) and the cache. A cache hit costs
 //! one hash lookup and two comparisons, no crypto: entries carry the key-set generation they were verified
 //! under and their token's `exp`, so a key change or an expiry makes them worthless at once.
+//!
+//! When keys come from identity providers, a token naming a `kid` no key carries may mean the provider
+//! rotated its keys. [`Authenticator::authenticate_or_refresh`] then asks the refresher for a refresh
+//! ([`RefreshSignal`]) and waits, bounded, for the next refresh round before deciding, so the first
+//! tokens signed with a new key are accepted rather than refused with a 401 that some senders (Prometheus)
+//! answer by dropping samples. The refresher, not the request, decides whether a fetch is allowed.
 
 pub mod claims;
 pub mod fetch;
 pub mod jwt;
 pub mod keys;
 
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use http::HeaderMap;
@@ -66,6 +73,72 @@ pub struct AuthSettings {
     pub cache_size: usize,
     /// Log the reason of every refused token (never the token).
     pub log_invalid: bool,
+    /// Keys (also) come from identity providers, refreshed by [`fetch`]: a token with an unknown `kid`
+    /// waits for a refresh round before it is refused.
+    pub remote_keys: bool,
+}
+
+/// How long a request whose token names an unknown `kid` waits for the refresh round it asked for. A
+/// refresh against a healthy identity provider takes milliseconds; a dead one must not hold requests long.
+pub const UNKNOWN_KID_WAIT: Duration = Duration::from_secs(3);
+
+/// The handshake between requests that met an unknown `kid` and the key refresher. Lock-free: a request
+/// leaves a `Notify` permit and reads a counter; rounds are numbered so a request only wakes for a round
+/// that began after its token failed.
+#[derive(Default)]
+pub struct RefreshSignal {
+    /// Woken when a token names an unknown `kid`: the refresher fetches the sources its rate limit allows.
+    pub unknown_kid: Notify,
+    /// Rounds begun by the refresher.
+    started: AtomicU64,
+    /// The last round finished.
+    finished: AtomicU64,
+    /// Woken (all waiters) when a round finishes.
+    round_finished: Notify,
+    /// Every remote source has answered at least once. Until then an unknown `kid` may belong to a source
+    /// that has not answered, so the token gets 503 (retry) instead of 401.
+    complete: AtomicBool,
+}
+
+impl RefreshSignal {
+    /// Called by the refresher before it fetches anything; returns the round's number.
+    pub fn begin_round(&self) -> u64 {
+        self.started.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Called by the refresher when `round` is finished and its keys (if any changed) are in force.
+    pub fn end_round(&self, round: u64) {
+        self.finished.fetch_max(round, Ordering::AcqRel);
+        self.round_finished.notify_waiters();
+    }
+
+    /// Called by the refresher once every remote source has answered at least once.
+    pub fn set_complete(&self) {
+        self.complete.store(true, Ordering::Release);
+    }
+
+    /// Whether every key source has answered at least once.
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
+    }
+
+    /// Asks for a refresh and waits until a round that began after this call finished, or `limit`.
+    async fn request_and_wait(&self, limit: Duration) {
+        let want = self.started.load(Ordering::Acquire) + 1;
+        self.unknown_kid.notify_one();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Registered before the counter is read, so a round ending in between still wakes us.
+            let mut finished = pin!(self.round_finished.notified());
+            finished.as_mut().enable();
+            if self.finished.load(Ordering::Acquire) >= want {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Verifies tokens against the keys in force, with a cache of verified tokens.
@@ -76,8 +149,8 @@ pub struct Authenticator {
     /// 503 (retry) rather than 401 (drop), so senders keep their samples.
     ready: AtomicBool,
     cache: Option<quick_cache::sync::Cache<Box<str>, Arc<Grant>>>,
-    /// Woken when a token names an unknown `kid`: the key fetcher may refresh early.
-    pub unknown_kid: Notify,
+    /// Unknown-`kid` refresh requests to the key fetcher, and its answers.
+    pub refresh: RefreshSignal,
     generation: AtomicU64,
     /// Cache hits and misses, exported by metrics.
     pub cache_hits: AtomicU64,
@@ -91,12 +164,16 @@ impl Authenticator {
         let cache =
             (settings.cache_size > 0).then(|| quick_cache::sync::Cache::new(settings.cache_size));
         let generation = keys.generation;
+        let refresh = RefreshSignal::default();
+        if !settings.remote_keys {
+            refresh.set_complete();
+        }
         Authenticator {
             settings,
             keys: ArcSwap::from_pointee(keys),
             ready: AtomicBool::new(ready),
             cache,
-            unknown_kid: Notify::new(),
+            refresh,
             generation: AtomicU64::new(generation),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
@@ -129,15 +206,56 @@ impl Authenticator {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Verifies the request's token and returns what it grants.
+    /// Verifies the request's token and returns what it grants. A token naming an unknown `kid` is refused
+    /// at once (a key refresh is requested in the background); see [`Self::authenticate_or_refresh`].
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Grant>, GatewayError> {
         let token = self.token(headers)?;
-        if !self.is_ready() {
-            return Err(GatewayError::new(
-                ErrorKind::Unavailable,
-                "no token verification keys loaded yet (identity provider unreachable); retry later",
-            ));
+        self.check_ready()?;
+        self.verify(token).map_err(|e| {
+            if e.unknown_kid.is_some() {
+                self.refresh.unknown_kid.notify_one();
+            }
+            self.refusal(e)
+        })
+    }
+
+    /// As [`Self::authenticate`], but a token naming an unknown `kid` waits (at most [`UNKNOWN_KID_WAIT`])
+    /// for a key refresh when keys come from identity providers, and is checked again: the first tokens
+    /// signed with a freshly rotated key are accepted.
+    pub async fn authenticate_or_refresh(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Arc<Grant>, GatewayError> {
+        let token = self.token(headers)?;
+        self.check_ready()?;
+        match self.verify(token) {
+            Err(e) if e.unknown_kid.is_some() && self.settings.remote_keys => {}
+            result => return result.map_err(|e| self.refusal(e)),
         }
+        self.refresh.request_and_wait(UNKNOWN_KID_WAIT).await;
+        match self.verify(token) {
+            Err(e) if e.unknown_kid.is_some() && !self.refresh.is_complete() => {
+                Err(GatewayError::new(
+                    ErrorKind::Unavailable,
+                    "token names an unknown key and some identity provider has not answered yet; retry later",
+                ))
+            }
+            result => result.map_err(|e| self.refusal(e)),
+        }
+    }
+
+    fn check_ready(&self) -> Result<(), GatewayError> {
+        if self.is_ready() {
+            return Ok(());
+        }
+        Err(GatewayError::new(
+            ErrorKind::Unavailable,
+            "no token verification keys loaded yet (identity provider unreachable); retry later",
+        ))
+    }
+
+    /// The cache, then the signature and claims.
+    fn verify(&self, token: &str) -> Result<Arc<Grant>, VerifyError> {
         let now = now_seconds();
         let keys = self.keys.load();
         if let Some(cache) = &self.cache {
@@ -150,27 +268,18 @@ impl Authenticator {
             }
             self.cache_misses.fetch_add(1, Ordering::Relaxed);
         }
-        match jwt::verify(token, &keys, &self.settings.verify, now) {
-            Ok(verified) => {
-                let grant = Arc::new(Grant {
-                    args: GrantArgs::new(&verified.access),
-                    access: verified.access,
-                    exp: verified.exp,
-                    nbf: verified.nbf,
-                    generation: keys.generation,
-                });
-                if let Some(cache) = &self.cache {
-                    cache.insert(Box::from(token), grant.clone());
-                }
-                Ok(grant)
-            }
-            Err(e) => {
-                if e.unknown_kid.is_some() {
-                    self.unknown_kid.notify_one();
-                }
-                Err(self.refusal(e))
-            }
+        let verified = jwt::verify(token, &keys, &self.settings.verify, now)?;
+        let grant = Arc::new(Grant {
+            args: GrantArgs::new(&verified.access),
+            access: verified.access,
+            exp: verified.exp,
+            nbf: verified.nbf,
+            generation: keys.generation,
+        });
+        if let Some(cache) = &self.cache {
+            cache.insert(Box::from(token), grant.clone());
         }
+        Ok(grant)
     }
 
     fn is_current(&self, grant: &Grant, now: f64) -> bool {
@@ -254,6 +363,7 @@ mod tests {
             },
             cache_size,
             log_invalid: false,
+            remote_keys: false,
         };
         (pair, Authenticator::new(settings, keys, true))
     }
@@ -326,6 +436,106 @@ mod tests {
             .authenticate(&headers(&format!("Bearer {}.x.y", b64(b"{"))))
             .unwrap_err();
         assert!(!garbage.message.contains("x.y"));
+    }
+
+    /// An authenticator fed by a stand-in refresher: remote keys on, none loaded but one PEM-less key
+    /// set, and a task that answers each unknown-`kid` request with one round.
+    fn remote_setup(complete: bool) -> (RsaKeyPair, Arc<Authenticator>) {
+        let (pair, local) = setup(100);
+        let mut settings = local.settings.clone();
+        settings.remote_keys = true;
+        let auth = Arc::new(Authenticator::new(settings, KeySet::default(), true));
+        if complete {
+            auth.refresh.set_complete();
+        }
+        (pair, auth)
+    }
+
+    fn kid_token(pair: &RsaKeyPair, kid: &str) -> String {
+        let exp = now_seconds() + 60.0;
+        rs256(
+            pair,
+            &format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#),
+            &format!(r#"{{"exp":{exp},"vm_access":{{}}}}"#),
+        )
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_waits_for_the_refresh_round_it_asked_for() {
+        let (pair, auth) = remote_setup(true);
+        let jwk = keys::tests::rsa_jwk(&pair, "new", Some("RS256"));
+        let refresher = {
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                auth.refresh.unknown_kid.notified().await;
+                let round = auth.refresh.begin_round();
+                let doc = format!(r#"{{"keys":[{jwk}]}}"#);
+                auth.replace_keys(keys::keys_from_jwks(doc.as_bytes(), "idp").unwrap().keys);
+                auth.refresh.end_round(round);
+            })
+        };
+        let t = kid_token(&pair, "new");
+        let started = std::time::Instant::now();
+        auth.authenticate_or_refresh(&headers(&format!("Bearer {t}")))
+            .await
+            .unwrap();
+        assert!(started.elapsed() < UNKNOWN_KID_WAIT);
+        refresher.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_after_an_empty_round_is_401_or_503_while_sources_are_missing() {
+        for complete in [true, false] {
+            let (pair, auth) = remote_setup(complete);
+            let refresher = {
+                let auth = auth.clone();
+                tokio::spawn(async move {
+                    auth.refresh.unknown_kid.notified().await;
+                    let round = auth.refresh.begin_round();
+                    auth.refresh.end_round(round);
+                })
+            };
+            let t = kid_token(&pair, "garbage");
+            let started = std::time::Instant::now();
+            let e = auth
+                .authenticate_or_refresh(&headers(&format!("Bearer {t}")))
+                .await
+                .unwrap_err();
+            assert!(
+                started.elapsed() < UNKNOWN_KID_WAIT,
+                "answered by the round"
+            );
+            let want = if complete {
+                ErrorKind::Unauthorized(AuthReason::UnknownKey)
+            } else {
+                ErrorKind::Unavailable
+            };
+            assert_eq!(e.kind, want);
+            refresher.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn pem_keys_verify_tokens_whatever_kid_they_name() {
+        // PEM keys carry no kid, so they are candidates for every token: no unknown-kid wait.
+        let (pair, auth) = setup(0);
+        let t = kid_token(&pair, "anything");
+        auth.authenticate_or_refresh(&headers(&format!("Bearer {t}")))
+            .await
+            .unwrap();
+        let other = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let e = auth
+            .authenticate_or_refresh(&headers(&format!("Bearer {}", kid_token(&other, "x"))))
+            .await
+            .unwrap_err();
+        // Its kid is carried by no key, which is what the refusal says; with only local keys nothing
+        // could be fetched, so it is answered at once.
+        assert_eq!(e.kind, ErrorKind::Unauthorized(AuthReason::UnknownKey));
+        let e = auth
+            .authenticate_or_refresh(&headers(&format!("Bearer {}", token(&other, 60.0))))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unauthorized(AuthReason::BadSignature));
     }
 
     #[test]

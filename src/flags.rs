@@ -108,6 +108,9 @@ pub struct Config {
     pub oidc_discovery_endpoints: Vec<String>,
     /// How often fetched keys are refreshed, so IdP key rotation is picked up (`-auth.keysRefreshInterval`); never zero.
     pub keys_refresh_interval: Duration,
+    /// Shortest time between two fetches from one key source when tokens name unknown `kid`s, so tokens with
+    /// made-up `kid`s cannot make the gateway hammer the identity provider (`-auth.minRefreshInterval`); never zero.
+    pub min_refresh_interval: Duration,
     /// CA bundle for fetching keys from the IdP over HTTPS (`-auth.tlsCAFile`).
     pub auth_tls_ca_file: Option<PathBuf>,
     /// Accepted `iss` values; empty means not checked, as in vmgateway (`-auth.issuers`).
@@ -195,6 +198,7 @@ impl fmt::Debug for Config {
             jwks_endpoints,
             oidc_discovery_endpoints,
             keys_refresh_interval,
+            min_refresh_interval,
             auth_tls_ca_file,
             issuers,
             audiences,
@@ -241,6 +245,7 @@ impl fmt::Debug for Config {
             .field("jwks_endpoints", jwks_endpoints)
             .field("oidc_discovery_endpoints", oidc_discovery_endpoints)
             .field("keys_refresh_interval", keys_refresh_interval)
+            .field("min_refresh_interval", min_refresh_interval)
             .field("auth_tls_ca_file", auth_tls_ca_file)
             .field("issuers", issuers)
             .field("audiences", audiences)
@@ -350,6 +355,7 @@ const FLAGS: &[FlagSpec] = &[
     flag("auth.jwksEndpoints", Kind::Array, "", "JWKS URLs to fetch JWT verification keys from, e.g. https://idp.example.com/.well-known/jwks.json"),
     flag("auth.oidcDiscoveryEndpoints", Kind::Array, "", "OpenID Connect discovery URLs (the full .well-known/openid-configuration URL); verification keys are fetched from the jwks_uri they name"),
     flag("auth.keysRefreshInterval", Kind::Duration, "5m0s", "How often keys from -auth.jwksEndpoints and -auth.oidcDiscoveryEndpoints are refreshed, to follow key rotation. Must be positive"),
+    flag("auth.minRefreshInterval", Kind::Duration, "10s", "Shortest time between two fetches from one of -auth.jwksEndpoints or -auth.oidcDiscoveryEndpoints when tokens name an unknown key id (kid), which may mean the identity provider rotated its keys. Bounds the load that tokens with made-up key ids can put on the identity provider. Must be positive"),
     flag("auth.tlsCAFile", Kind::String, "", "Path to a CA bundle for verifying the TLS certificates of -auth.jwksEndpoints and -auth.oidcDiscoveryEndpoints. By default, public certificate authorities are trusted"),
     flag("auth.issuers", Kind::Array, "", "Accepted values of the JWT iss claim. Empty means the issuer is not checked"),
     flag("auth.audiences", Kind::Array, "", "Accepted values of the JWT aud claim; a token must name at least one. Empty means the audience is not checked"),
@@ -653,6 +659,7 @@ fn build_config(given: &Given) -> Result<Config, FlagError> {
         jwks_endpoints: given.get_list("auth.jwksEndpoints", parse_http_url)?,
         oidc_discovery_endpoints: given.get_list("auth.oidcDiscoveryEndpoints", parse_http_url)?,
         keys_refresh_interval: given.get("auth.keysRefreshInterval", parse_positive_duration)?,
+        min_refresh_interval: given.get("auth.minRefreshInterval", parse_positive_duration)?,
         auth_tls_ca_file: given.get_opt("auth.tlsCAFile", parse_existing_file)?,
         issuers: given.get_list("auth.issuers", parse_string)?,
         audiences: given.get_list("auth.audiences", parse_string)?,
@@ -1167,6 +1174,7 @@ mod tests {
         assert_eq!(c.auth_header, "authorization");
         assert!(!c.auth_header_allow_without_prefix);
         assert_eq!(c.keys_refresh_interval, Duration::from_secs(300));
+        assert_eq!(c.min_refresh_interval, Duration::from_secs(10));
         assert_eq!(c.clock_skew, Duration::ZERO);
         assert_eq!(c.token_cache_size, 100_000);
         assert_eq!(c.logger_format, LogFormat::Default);
@@ -1501,6 +1509,13 @@ mod tests {
         let message = err("-read.url=http://a -auth.keysRefreshInterval=0s");
         assert!(
             message.contains("-auth.keysRefreshInterval") && message.contains("greater than zero"),
+            "{message}"
+        );
+        let c = run("-read.url=http://a -auth.minRefreshInterval=1500ms");
+        assert_eq!(c.min_refresh_interval, Duration::from_millis(1500));
+        let message = err("-read.url=http://a -auth.minRefreshInterval=0s");
+        assert!(
+            message.contains("-auth.minRefreshInterval") && message.contains("greater than zero"),
             "{message}"
         );
     }

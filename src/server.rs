@@ -162,9 +162,9 @@ impl Gateway {
         (class, result)
     }
 
-    fn grant(&self, request: &Request<Incoming>) -> Result<Arc<Grant>, GatewayError> {
+    async fn grant(&self, request: &Request<Incoming>) -> Result<Arc<Grant>, GatewayError> {
         match &self.auth {
-            Some(auth) => auth.authenticate(request.headers()),
+            Some(auth) => auth.authenticate_or_refresh(request.headers()).await,
             None => Ok(self.open_grant.clone()),
         }
     }
@@ -177,7 +177,7 @@ impl Gateway {
         api: route::Api,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         if self.topology == Topology::Single {
-            let grant = self.grant(&request)?;
+            let grant = self.grant(&request).await?;
             check_mode(grant.access.mode, false)?;
             // A single-node backend's rules and alerts cover every team; they cannot be filtered by
             // labels, so a restricted token sees an empty list rather than other teams' rules.
@@ -199,7 +199,7 @@ impl Gateway {
         api: route::Api,
         write: bool,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        let grant = self.grant(&request)?;
+        let grant = self.grant(&request).await?;
         check_mode(grant.access.mode, write)?;
         let _permit = self
             .limits

@@ -127,13 +127,16 @@ impl std::error::Error for KeyError {}
 /// The smallest RSA modulus accepted, as NIST and every IdP default.
 pub const MIN_RSA_BITS: usize = 2048;
 
+#[derive(Clone)]
 enum Material {
     /// One parsed key per allowed algorithm (aws-lc-rs binds a parsed key to its algorithm).
     Public(Vec<(Alg, ParsedPublicKey)>),
     Hmac(Vec<(Alg, hmac::Key)>),
 }
 
-/// One key that can verify tokens, with the algorithms it is pinned to.
+/// One key that can verify tokens, with the algorithms it is pinned to. Cloning is cheap (parsed keys are
+/// reference-counted), which lets the key fetcher rebuild a set from the keys of every source.
+#[derive(Clone)]
 pub struct VerifyKey {
     /// JWK `kid`, matched against the token's `kid`; PEM keys have none.
     pub kid: Option<String>,

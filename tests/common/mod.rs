@@ -19,6 +19,8 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
+pub mod idp;
+
 /// Paths of the external programs, from `.deps/env.sh`.
 pub struct Deps {
     pub vars: HashMap<String, String>,

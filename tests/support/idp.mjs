@@ -33,6 +33,8 @@
 //                                         "name": "..." } }
 //                     Access tokens issued to a user carry the user's vm_access (sub = username).
 //   IDP_TOKEN_TTL     default access-token lifetime in seconds (default 600)
+//   IDP_LOG_REQUESTS  when 1, print "idp request METHOD PATH" on stdout for every request (no query string),
+//                     so tests can count how often a client fetched e.g. /jwks
 //
 // Access tokens are JWTs (resourceIndicators with defaultResource urn:tenantgate and accessTokenFormat jwt):
 //   header  {alg, typ:"at+jwt", kid}
@@ -146,6 +148,7 @@ const clients = clientList.map((c) => {
 const usersFile = process.env.IDP_USERS_FILE;
 const users = usersFile ? readJson(usersFile, 'IDP_USERS_FILE') : {};
 const defaultTtl = Number(process.env.IDP_TOKEN_TTL || 600);
+const logRequests = process.env.IDP_LOG_REQUESTS === '1';
 
 const port = Number(process.env.IDP_PORT || 0);
 let callback; // set once the provider exists
@@ -284,6 +287,7 @@ function send(res, status, type, body) {
 }
 
 async function handle(req, res) {
+  if (logRequests) process.stdout.write(`idp request ${req.method} ${req.url.split('?')[0]}\n`);
   if (!callback) return send(res, 503, 'text/plain', 'starting\n');
   if (prefix) {
     // Serve the issuer's path as a mount point; oidc-provider derives it from req.originalUrl.
