@@ -81,7 +81,7 @@ pub fn tempdir() -> tempfile::TempDir {
         .unwrap()
 }
 
-/// A child process that is killed (SIGKILL unless stopped earlier) and reaped when dropped.
+/// A child process that is stopped (SIGTERM, then SIGKILL after 5 s) and reaped when dropped.
 pub struct Proc {
     pub name: String,
     pub child: Option<Child>,
@@ -142,10 +142,14 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so nginx tells its workers to go (a SIGKILLed master orphans them), then SIGKILL
+    /// after a bounded wait; always reaped.
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if self.child.is_some() && self.stop(Duration::from_secs(5)).is_none() {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }
