@@ -211,3 +211,71 @@ fn concurrency_limits_answer_429_with_retry_after() {
     assert_eq!(gate.metric("tenantgate_concurrency_rejections_total"), 2.0);
     drop(hanging);
 }
+
+#[test]
+fn a_backend_closing_mid_answer_is_not_passed_off_as_complete() {
+    // A backend that sends headers promising 1000 bytes, sends 7, and hangs up.
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_url = format!("http://{}", backend.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut conn, _) = backend.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"stat");
+        }
+    });
+    let gate = Gate::start(&[format!("-read.url={backend_url}")]);
+    let r = http_client()
+        .get(format!("{}/api/v1/query?query=1", gate.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "headers had arrived");
+    assert!(
+        r.bytes().is_err(),
+        "a truncated body must surface as an error, not a short success"
+    );
+    let r = http_client()
+        .get(format!("{}/api/v1/query?query=1", gate.url))
+        .send()
+        .unwrap();
+    assert!(r.bytes().is_err());
+    server.join().unwrap();
+    let r = http_client()
+        .get(format!("{}/health", gate.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn a_client_going_away_mid_upload_leaves_the_gateway_healthy() {
+    let vm = Victoria::start();
+    let gate = Gate::start(&[
+        format!("-write.url={}", vm.url),
+        format!("-read.url={}", vm.url),
+    ]);
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(gate.url.trim_start_matches("http://")).unwrap();
+        stream
+            .write_all(b"POST /api/v1/import/prometheus HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nabandoned_metric 1\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(stream);
+    }
+    // In-flight requests drain to zero and the gateway serves on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The /metrics request that reads the gauge is itself in flight.
+    while gate.metric("tenantgate_requests_inflight") > 1.0 {
+        assert!(Instant::now() < deadline, "requests stuck in flight");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = http_client()
+        .post(format!("{}/api/v1/import/prometheus", gate.url))
+        .body(import_lines(&[(r#"after_abandon{job="x"}"#, 1.0)]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    vm.wait_series("after_abandon", 1);
+    assert!(!gate.proc.log_text().contains("panicked"));
+}

@@ -1,6 +1,8 @@
 //! Fuzz target `route`: see `fuzz/checks.rs` for what it checks.
 #![no_main]
 
+// Each target uses one of the shared checks.
+#[allow(dead_code)]
 #[path = "../checks.rs"]
 mod checks;
 
