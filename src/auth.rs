@@ -528,6 +528,13 @@ mod tests {
             .authenticate_or_refresh(&headers(&format!("Bearer {}", kid_token(&other, "x"))))
             .await
             .unwrap_err();
+        // Its kid is carried by no key, which is what the refusal says; with only local keys nothing
+        // could be fetched, so it is answered at once.
+        assert_eq!(e.kind, ErrorKind::Unauthorized(AuthReason::UnknownKey));
+        let e = auth
+            .authenticate_or_refresh(&headers(&format!("Bearer {}", token(&other, 60.0))))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unauthorized(AuthReason::BadSignature));
     }
 

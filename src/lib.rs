@@ -13,6 +13,7 @@
 //!   - [`auth::keys`]: PEM, JWK and HMAC keys, each pinned to its algorithms; the immutable key set.
 //!   - [`auth::jwt`]: pure; compact JWS verification and time, issuer and audience checks.
 //!   - [`auth::fetch`]: loading keys, and the only code that talks to identity providers.
+//! - [`limit`]: global and per-tenant concurrency limits (429).
 //! - [`rewrite`]: pure; upstream path with tenant, client restriction arguments stripped, grant's added.
 //! - [`proxy`]: the only code that talks to backends; header hygiene and streaming.
 //! - [`metrics`]: the gateway's own counters and histograms.
@@ -24,6 +25,7 @@
 pub mod auth;
 pub mod error;
 pub mod flags;
+pub mod limit;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

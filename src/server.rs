@@ -28,6 +28,7 @@ use crate::auth::claims::{Access, Mode};
 use crate::auth::{fetch, Authenticator, Grant};
 use crate::error::{ErrorKind, GatewayError};
 use crate::flags::Config;
+use crate::limit::Limits;
 use crate::metrics::{Gauges, Metrics};
 use crate::proxy::{Upstream, UpstreamBody};
 use crate::rewrite::{self, Topology};
@@ -51,6 +52,7 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Per-source key metrics, rendered into `/metrics`.
     pub key_status: Arc<fetch::KeyStatus>,
+    limits: Limits,
     shutting_down: AtomicBool,
 }
 
@@ -93,6 +95,10 @@ impl Gateway {
             write,
             metrics: Metrics::default(),
             key_status,
+            limits: Limits::new(
+                config.max_concurrent_requests,
+                config.max_concurrent_requests_per_tenant,
+            ),
             shutting_down: AtomicBool::new(false),
             config,
         })
@@ -195,6 +201,10 @@ impl Gateway {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let grant = self.grant(&request).await?;
         check_mode(grant.access.mode, write)?;
+        let _permit = self
+            .limits
+            .acquire(&grant)
+            .inspect_err(|_| self.metrics.concurrency_rejection())?;
         let upstream = if write { &self.write } else { &self.read }
             .as_ref()
             .ok_or_else(|| {

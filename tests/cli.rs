@@ -203,3 +203,86 @@ fn sigterm_lets_an_in_flight_upload_reach_the_backend() {
     // New connections are refused once it has stopped.
     assert!(TcpStream::connect(gate.url.trim_start_matches("http://")).is_err());
 }
+
+#[test]
+fn serves_https_with_its_certificate_and_logs_json() {
+    let vm = Victoria::start();
+    let dir = tempdir();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantgate"));
+    cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg("-tls")
+        .arg(format!("-tlsCertFile={}", cert_path.display()))
+        .arg(format!("-tlsKeyFile={}", key_path.display()))
+        .arg(format!("-read.url={}", vm.url))
+        .arg("-loggerFormat=json");
+    let proc = Proc::spawn("tenantgate", cmd, dir.path().join("log"));
+    let ca = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        match client.get(format!("{url}/api/v1/query?query=1")).send() {
+            Ok(r) => break r,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{e}: {}", proc.log_text()),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert_eq!(r.status(), 200);
+    // Plain http on the TLS port gets nothing useful.
+    assert!(http_client()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .map(|r| r.status() != 200)
+        .unwrap_or(true));
+    let log = proc.log_text();
+    let first = log
+        .lines()
+        .find(|l| l.contains("listening"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let v: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert!(v["message"].as_str().unwrap().contains("https://"), "{v}");
+}
+
+#[test]
+fn a_custom_token_header_without_prefix() {
+    let vm = Victoria::start();
+    let signer = Signer::rsa();
+    let dir = tempdir();
+    let key = signer.write_public_pem(dir.path(), "k.pem");
+    let gate = Gate::start(&[
+        "-enable.auth".into(),
+        format!("-auth.publicKeyFiles={}", key.display()),
+        format!("-read.url={}", vm.url),
+        "-auth.httpHeader=X-Auth-Token".into(),
+        "-auth.httpHeaderAllowWithoutPrefix".into(),
+    ]);
+    let token = signer.token("{}");
+    let url = format!("{}/api/v1/query?query=1", gate.url);
+    let r = http_client()
+        .get(&url)
+        .header("x-auth-token", &token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http_client()
+        .get(&url)
+        .header("x-auth-token", format!("Bearer {token}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The standard header is not where this gateway looks.
+    let r = http_client().get(&url).bearer_auth(&token).send().unwrap();
+    assert_eq!(r.status(), 401);
+}

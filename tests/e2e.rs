@@ -16,6 +16,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::idp::Idp;
 use common::*;
 use serde_json::{json, Value};
 
@@ -120,7 +121,7 @@ impl Scene {
             client_secret_file: secret.clone(),
             token_url: idp.token_url(),
         };
-        let vmagent = Vmagent::start(&scrape, &[write(&single), write(&clustered)]);
+        let vmagent = Vmagent::with_oauth2(&scrape, &[write(&single), write(&clustered)]);
         let dev = idp.login(
             "grafana",
             "grafana-secret",

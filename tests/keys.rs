@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use common::idp::*;
 use common::*;
 
 /// `GET /api/v1/labels` through the gateway with `token`: status, `Retry-After`, body.
@@ -190,10 +191,13 @@ fn rotated_keys_are_followed_without_restarting_the_gateway() {
     let dir = tempdir();
     let mut old_idp = Idp::start(dir.path(), "keys-old.json");
     let vm = Victoria::start();
-    // A long refresh interval: only the unknown kid can make the gateway look again.
+    // A PEM key beside the IdP: kid-less keys are tried for every token, and must not hide the unknown
+    // kid that makes the gateway look again (with a long refresh interval, nothing else would).
+    let pem = Signer::rsa().write_public_pem(dir.path(), "local.pem");
     let gate = Gate::start(&with(
         backend_args(&vm),
         &[
+            format!("-auth.publicKeyFiles={}", pem.display()),
             format!("-auth.oidcDiscoveryEndpoints={}", old_idp.discovery_url()),
             "-auth.keysRefreshInterval=1h".into(),
             "-auth.minRefreshInterval=1s".into(),
@@ -227,7 +231,7 @@ fn rotated_keys_are_followed_without_restarting_the_gateway() {
     assert_eq!(refreshes, fetches as f64);
     let log = gate.proc.log_text();
     assert_eq!(
-        log.matches("using 2 keys for JWT token signature verification")
+        log.matches("using 3 keys for JWT token signature verification")
             .count(),
         2,
         "one line at start-up, one after the rotation:\n{log}"
@@ -322,9 +326,15 @@ fn idp_down_later_keeps_the_last_keys_working() {
     let seen = idp.client_credentials_token("vmagent", "s3cret");
     let unseen = idp.client_credentials_token("es-agent", "s3cret");
     assert_labels(&gate, &seen, 200);
+    let source = idp.jwks_url();
+    // Routine refreshes that bring the same keys replace nothing (the token cache survives them).
+    eventually(Duration::from_secs(10), "three refreshes", || {
+        gate.metric(&source_metric("tenantgate_key_refreshes_total", &source)) >= 3.0
+    });
+    let log = gate.proc.log_text();
+    assert_eq!(log.matches("using 2 keys for JWT").count(), 1, "{log}");
 
     idp.stop();
-    let source = idp.jwks_url();
     eventually(Duration::from_secs(15), "two failed refreshes", || {
         gate.metric(&source_metric(
             "tenantgate_key_refresh_failures_total",
@@ -469,88 +479,24 @@ fn documented_vmgateway_command_lines_start_and_serve() {
     }
 }
 
-/// Runs `openssl` (the CLI, present on Debian with ca-certificates) in `dir`, panicking with its output.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("cannot run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A test CA (`ca.pem`) and a certificate it signed for 127.0.0.1 (`server.pem`, `server.key`).
+/// A test CA (`ca.pem`) and a certificate it signed for 127.0.0.1 (`server.pem`, `server.key`), made with
+/// rcgen so the test needs no openssl command.
 fn test_ca(dir: &std::path::Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        dir,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=tenantgate test CA",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        dir,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tenantgate test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
 }
 
 #[test]
@@ -578,7 +524,7 @@ fn keys_over_https_are_trusted_through_the_ca_file_flag() {
         .arg("-e")
         .arg("stderr");
     // Declared before the gateways, so dropped after them; stopped with SIGTERM even on a panic.
-    let _nginx = Graceful(Proc::spawn("nginx", cmd, dir.path().join("nginx.log")));
+    let _nginx = Proc::spawn("nginx", cmd, dir.path().join("nginx.log"));
     let jwks = format!("https://127.0.0.1:{tls_port}/jwks");
     eventually(Duration::from_secs(10), "nginx listening", || {
         std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()

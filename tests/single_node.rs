@@ -162,6 +162,26 @@ fn a_team_token_reads_only_its_team_on_every_read_api() {
         "{export}"
     );
 
+    // gzip passes through untouched, and so do the backend's own errors.
+    let r = http_client()
+        .get(format!("{}/api/v1/export?match[]=sn_metric", s.gate.url))
+        .bearer_auth(&dev)
+        .header("accept-encoding", "gzip")
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.headers().get("content-encoding").map(|v| v.as_bytes()),
+        Some(&b"gzip"[..])
+    );
+    assert_eq!(&r.bytes().unwrap()[..2], &[0x1f, 0x8b]);
+    let (st, v) = get(&s, &dev, "/api/v1/query?query=sum(");
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["status"], "error");
+    assert!(
+        v["error"].as_str().unwrap().contains("unexpected token"),
+        "{v}"
+    );
+
     // The same through the /prometheus prefix, and as a Grafana-style POST form.
     let (st, v) = get(&s, &dev, "/prometheus/api/v1/query?query=sn_metric");
     assert_eq!(st, 200);

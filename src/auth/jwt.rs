@@ -133,15 +133,17 @@ pub fn verify(
             }
         }
         if !ok {
+            // A kid no key carries is reported even when kid-less (PEM) keys were tried and failed:
+            // with PEM keys beside a JWKS, a rotated IdP key must still trigger a refresh.
+            if let Some(kid) = kid.filter(|k| !keys.has_kid(k)) {
+                let mut e = VerifyError::new(
+                    UnknownKey,
+                    "token was signed by a key tenantgate does not know (unknown kid)",
+                );
+                e.unknown_kid = Some(kid.to_owned());
+                return Err(e);
+            }
             if tried == 0 {
-                if let Some(kid) = kid.filter(|k| !keys.has_kid(k)) {
-                    let mut e = VerifyError::new(
-                        UnknownKey,
-                        "token was signed by a key tenantgate does not know (unknown kid)",
-                    );
-                    e.unknown_kid = Some(kid.to_owned());
-                    return Err(e);
-                }
                 return Err(VerifyError::new(
                     Algorithm,
                     format!("no verification key accepts {} tokens", alg.name()),
@@ -385,6 +387,22 @@ pub(crate) mod tests {
         assert_eq!(err.unknown_kid.as_deref(), Some("x"));
         let token = rs256(&pair, r#"{"alg":"RS256","kid":"k1"}"#, GOOD);
         assert!(verify(&token, &jwks, &opts(), NOW).is_ok());
+        // A PEM key of another pair beside the JWKS: tried and failed, but the kid is still unknown.
+        let (_, other_pem) = rsa_setup();
+        let mut mixed: Vec<VerifyKey> = other_pem.keys().to_vec();
+        mixed.extend(jwks.keys().iter().cloned());
+        let mixed = KeySet::new(mixed, 3);
+        let token = rs256(&pair, r#"{"alg":"RS256","kid":"new"}"#, GOOD);
+        let err = verify(&token, &mixed, &opts(), NOW).unwrap_err();
+        assert_eq!(err.reason, AuthReason::UnknownKey);
+        assert_eq!(err.unknown_kid.as_deref(), Some("new"));
+        // A known kid with a bad signature stays a bad signature.
+        let (forger, _) = rsa_setup();
+        let token = rs256(&forger, r#"{"alg":"RS256","kid":"k1"}"#, GOOD);
+        assert_eq!(
+            reason(&token, &mixed, &opts(), NOW),
+            AuthReason::BadSignature
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The real senders of the scene: vmagent and Prometheus, scraping and remote-writing with OAuth2 client
-//! credentials, as users run them in front of vmgateway.
+//! credentials, as users run them in front of vmgateway. ([`Vmagent`] itself, with a fixed bearer token,
+//! lives in `mod.rs`.)
 
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{deps, free_port, tempdir, wait_http, Proc};
+use super::{deps, free_port, tempdir, wait_http, Proc, Vmagent};
 
 /// One remote-write destination with OAuth2 client credentials.
 #[derive(Debug, Clone)]
@@ -18,18 +19,12 @@ pub struct RemoteWrite {
     pub token_url: String,
 }
 
-/// A running vmagent (Debian's 1.79).
-pub struct Vmagent {
-    pub proc: Proc,
-    pub url: String,
-    pub dir: tempfile::TempDir,
-}
-
 impl Vmagent {
-    /// Starts vmagent with `scrape_config` (YAML) and one `-remoteWrite.url` per entry of `writes`. In
-    /// vmagent 1.79 every `-remoteWrite.oauth2.*` flag is an array that pairs with `-remoteWrite.url` by
-    /// position, so each destination gets its own client. Flushes every second.
-    pub fn start(scrape_config: &str, writes: &[RemoteWrite]) -> Vmagent {
+    /// Starts vmagent with `scrape_config` (YAML) and one `-remoteWrite.url` per entry of `writes`, each
+    /// with OAuth2 client credentials. In vmagent 1.79 every `-remoteWrite.oauth2.*` flag is an array that
+    /// pairs with `-remoteWrite.url` by position, so each destination gets its own client. Flushes every
+    /// second.
+    pub fn with_oauth2(scrape_config: &str, writes: &[RemoteWrite]) -> Vmagent {
         let dir = tempdir();
         let config = dir.path().join("scrape.yml");
         fs::write(&config, scrape_config).unwrap();
@@ -60,7 +55,11 @@ impl Vmagent {
             &proc,
             Duration::from_secs(20),
         );
-        Vmagent { proc, url, dir }
+        Vmagent {
+            proc,
+            url,
+            _dir: dir,
+        }
     }
 }
 

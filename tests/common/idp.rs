@@ -177,24 +177,3 @@ fn now_nanos() -> u128 {
         .unwrap()
         .as_nanos()
 }
-
-/// A process stopped with SIGTERM (bounded, then SIGKILL) when dropped, even when a test panics: for nginx,
-/// whose workers outlive a SIGKILLed master (they are orphaned, not told).
-pub struct Graceful(pub Proc);
-
-impl Drop for Graceful {
-    fn drop(&mut self) {
-        if self.0.child.is_some() {
-            let _ = self.0.stop(Duration::from_secs(5));
-        }
-    }
-}
-
-/// See [`Graceful`]: the cluster stand-in's nginx is stopped with SIGTERM before the fields' own drop.
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.nginx.child.is_some() {
-            let _ = self.nginx.stop(Duration::from_secs(5));
-        }
-    }
-}

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{body_text, http_client, Idp};
+use super::idp::Idp;
+use super::{body_text, http_client};
 
 /// Keycloak serves a realm under `/realms/<name>`; the scene's IdP mimics that, so its discovery URL looks
 /// like the one in vmgateway's guide.

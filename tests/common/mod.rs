@@ -9,7 +9,7 @@ pub mod login;
 
 // Not every test binary uses every part of the harness.
 #[allow(unused_imports)]
-pub use agents::{Prometheus, RemoteWrite, Vmagent};
+pub use agents::{Prometheus, RemoteWrite};
 #[allow(unused_imports)]
 pub use login::{jwt_payload, secret_file, UserTokens};
 
@@ -28,8 +28,7 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
-mod idp;
-pub use idp::*;
+pub mod idp;
 
 /// Paths of the external programs, from `.deps/env.sh`.
 pub struct Deps {
@@ -91,7 +90,7 @@ pub fn tempdir() -> tempfile::TempDir {
         .unwrap()
 }
 
-/// A child process that is killed (SIGKILL unless stopped earlier) and reaped when dropped.
+/// A child process that is stopped (SIGTERM, then SIGKILL after 5 s) and reaped when dropped.
 pub struct Proc {
     pub name: String,
     pub child: Option<Child>,
@@ -152,10 +151,14 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so nginx tells its workers to go (a SIGKILLed master orphans them), then SIGKILL
+    /// after a bounded wait; always reaped.
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if self.child.is_some() && self.stop(Duration::from_secs(5)).is_none() {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }
@@ -201,30 +204,41 @@ impl Victoria {
     pub fn start() -> Victoria {
         let dir = tempdir();
         let port = free_port();
+        let proc = Victoria::spawn(dir.path(), port);
+        Victoria {
+            proc,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// Stops VictoriaMetrics gracefully, stays down for `outage`, and starts it again on the same port
+    /// and data.
+    pub fn restart(&mut self, outage: Duration) {
+        assert_eq!(
+            self.proc.stop(Duration::from_secs(30)),
+            Some(0),
+            "{}",
+            self.proc.log_text()
+        );
+        std::thread::sleep(outage);
+        self.proc = Victoria::spawn(self._dir.path(), self.port);
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Proc {
         let mut cmd = Command::new(deps().get("TG_VICTORIA_METRICS"));
         cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("data").display()
-            ))
+            .arg(format!("-storageDataPath={}", dir.join("data").display()))
             .arg("-retentionPeriod=100y")
             .arg("-search.latencyOffset=0s")
             .arg("-search.disableCache")
             .arg("-loggerLevel=WARN");
-        let proc = Proc::spawn("victoria-metrics", cmd, dir.path().join("vm.log"));
-        let url = format!("http://127.0.0.1:{port}");
-        wait_http(
-            &format!("{url}/health"),
-            200,
-            &proc,
-            Duration::from_secs(30),
-        );
-        Victoria {
-            proc,
-            port,
-            url,
-            _dir: dir,
-        }
+        let log = dir.join(format!("vm-{}.log", now_nanos()));
+        let proc = Proc::spawn("victoria-metrics", cmd, log);
+        let url = format!("http://127.0.0.1:{port}/health");
+        wait_http(&url, 200, &proc, Duration::from_secs(30));
+        proc
     }
 
     /// Series (as label maps) matching `selector`, read straight from VictoriaMetrics.
@@ -360,18 +374,29 @@ impl Gate {
     pub fn start_expecting(args: &[String], health: u16) -> Gate {
         let dir = tempdir();
         let port = free_port();
+        let proc = Gate::spawn(dir.path(), port, args, health);
+        Gate {
+            proc,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
+    /// Starts the binary again on the same port with `args` (the previous process must have exited).
+    pub fn respawn(&mut self, args: &[String]) {
+        let port = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        self.proc = Gate::spawn(self.dir.path(), port, args, 200);
+    }
+
+    fn spawn(dir: &Path, port: u16, args: &[String], health: u16) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantgate"));
         cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
             .args(args);
-        let proc = Proc::spawn("tenantgate", cmd, dir.path().join("tenantgate.log"));
-        let url = format!("http://127.0.0.1:{port}");
-        wait_http(
-            &format!("{url}/health"),
-            health,
-            &proc,
-            Duration::from_secs(20),
-        );
-        Gate { proc, url, dir }
+        let log = dir.join(format!("tenantgate-{}.log", now_nanos()));
+        let proc = Proc::spawn("tenantgate", cmd, log);
+        let url = format!("http://127.0.0.1:{port}/health");
+        wait_http(&url, health, &proc, Duration::from_secs(20));
+        proc
     }
 
     pub fn start(args: &[String]) -> Gate {
@@ -391,6 +416,13 @@ impl Gate {
             .map(|v| v.trim().parse().unwrap())
             .unwrap_or(0.0)
     }
+}
+
+pub fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 pub fn now() -> u64 {
@@ -526,4 +558,69 @@ pub fn raw_request(base_url: &str, request: &[u8]) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// A real vmagent scraping itself every second and remote-writing to `remote_write_url` with `token`.
+pub struct Vmagent {
+    pub proc: Proc,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Vmagent {
+    pub fn start(remote_write_url: &str, token: &str) -> Vmagent {
+        let dir = tempdir();
+        let port = free_port();
+        let config = dir.path().join("scrape.yml");
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+            ),
+        )
+        .unwrap();
+        let token_file = dir.path().join("token");
+        fs::write(&token_file, token).unwrap();
+        let mut cmd = Command::new(deps().get("TG_VMAGENT"));
+        cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-promscrape.config={}", config.display()))
+            .arg(format!("-remoteWrite.url={remote_write_url}"))
+            .arg(format!(
+                "-remoteWrite.bearerTokenFile={}",
+                token_file.display()
+            ))
+            .arg(format!(
+                "-remoteWrite.tmpDataPath={}",
+                dir.path().join("queue").display()
+            ))
+            .arg("-remoteWrite.flushInterval=200ms")
+            .arg("-loggerLevel=WARN");
+        let proc = Proc::spawn("vmagent", cmd, dir.path().join("vmagent.log"));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_http(
+            &format!("{url}/health"),
+            200,
+            &proc,
+            Duration::from_secs(20),
+        );
+        Vmagent {
+            proc,
+            url,
+            _dir: dir,
+        }
+    }
+
+    /// Sum of a counter over all its series in vmagent's own metrics.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let text = http_client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
 }

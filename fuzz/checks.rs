@@ -1,0 +1,115 @@
+//! What each fuzz target checks, shared by the fuzz targets (`fuzz/fuzz_targets/*.rs`) and by the replay of
+//! kept crashing inputs in the normal test suite (`tests/fuzz_regressions.rs`), so both check the same thing.
+
+use tenantgate::auth::jwt::{verify, VerifyOptions};
+use tenantgate::auth::keys::KeySet;
+use tenantgate::rewrite::{strip_form_body, strip_restricted};
+
+/// Any bytes as a token, a payload, a JWKS document and a PEM text: never panics.
+pub fn token(data: &[u8]) {
+    let _ = tenantgate::auth::claims::parse_claims(data);
+    if let Ok(token) = std::str::from_utf8(data) {
+        let _ = verify(
+            token,
+            &KeySet::default(),
+            &VerifyOptions::default(),
+            1_700_000_000.0,
+        );
+        let checked = VerifyOptions {
+            check_signature: true,
+            issuers: vec!["i".into()],
+            audiences: vec!["a".into()],
+            clock_skew: 5.0,
+        };
+        let _ = verify(token, &KeySet::default(), &checked, 1_700_000_000.0);
+    }
+    let _ = tenantgate::auth::keys::keys_from_jwks(data, "fuzz");
+    let _ = tenantgate::auth::keys::keys_from_pem(data, "fuzz");
+}
+
+/// Argument names as Go's `url.ParseQuery` would decode them (also splitting on `;`, as older Go did).
+fn decoded_names(query: &str) -> Vec<String> {
+    query
+        .split(['&', ';'])
+        .map(|p| p.split_once('=').map_or(p, |(n, _)| n))
+        .map(|n| {
+            percent_encoding::percent_decode_str(&n.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// Any query string or form body: no restriction argument survives stripping.
+pub fn rewrite(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let mut out = String::new();
+        strip_restricted(text, &mut out);
+        for name in decoded_names(&out) {
+            assert!(
+                !matches!(
+                    name.as_str(),
+                    "extra_label" | "extra_filters" | "extra_filters[]"
+                ),
+                "{name} survived in {out}"
+            );
+        }
+    }
+    if let Ok((body, _)) = strip_form_body(data) {
+        for name in decoded_names(&body) {
+            assert!(
+                !matches!(
+                    name.as_str(),
+                    "extra_label" | "extra_filters" | "extra_filters[]"
+                ),
+                "{name} survived in {body}"
+            );
+        }
+    }
+}
+
+/// Any path: accepted paths carry no dot segments, encoded slashes or tenant prefixes.
+pub fn route(data: &[u8]) {
+    let Ok(path) = std::str::from_utf8(data) else {
+        return;
+    };
+    for method in [http::Method::GET, http::Method::POST, http::Method::DELETE] {
+        if tenantgate::route::classify(&method, path).is_ok() {
+            let lower = path.to_ascii_lowercase();
+            assert!(
+                !path.contains("/../") && !path.contains("/./") && !path.contains("//"),
+                "{path}"
+            );
+            assert!(
+                !lower.contains("%2f") && !lower.contains("%2e") && !lower.contains("%5c"),
+                "{path}"
+            );
+            assert!(
+                !path.starts_with("/select/")
+                    && !path.starts_with("/insert/")
+                    && !path.starts_with("/delete/"),
+                "{path}"
+            );
+        }
+    }
+}
+
+/// Any argument vector (NUL-separated) and environment (after a \x01): a Config or an error.
+pub fn flags(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.split('\u{1}');
+    let args: Vec<String> = parts
+        .next()
+        .unwrap_or("")
+        .split('\0')
+        .map(str::to_owned)
+        .collect();
+    let env_text = parts.next().unwrap_or("").to_owned();
+    let env = move |name: &str| {
+        env_text
+            .split('\0')
+            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .map(str::to_owned)
+    };
+    let _ = tenantgate::flags::parse(args, &env);
+}
