@@ -5,7 +5,7 @@
 //!
 //! Every assertion about data is made on what VictoriaMetrics stored or answered.
 //!
-//! Who is who (the same as in `scripts/demo` and `deploy/keycloak-realm.json`):
+//! Who is who (the same as in `scripts/demo` and `deploy/keycloak/monitoring-realm.json`):
 //! - `dev`: tenant 0:1, `extra_labels: {team: dev}`. Tenant 0:1 holds nothing in the cluster.
 //! - `admin`: tenant 0:0, `extra_labels: {team: admin}`.
 //! - client `vmagent`: tenant 0:0, no labels. It scrapes VictoriaMetrics (labelled `team=dev`) and both
@@ -21,8 +21,8 @@ use common::*;
 use serde_json::{json, Value};
 
 const GRAFANA_REDIRECT: &str = "http://127.0.0.1:3000/login/generic_oauth";
-/// Every series of a job: `up` and friends carry no `team` (metric_relabel_configs do not touch them), so
-/// the scene's queries select by name.
+/// Every series. Scrape-generated ones (`up`, `scrape_*`) carry no `team` (metric_relabel_configs do not
+/// touch them), so the scene selects by name, not with `up`.
 const ALL: &str = r#"{__name__=~".+"}"#;
 
 fn clients() -> Value {
