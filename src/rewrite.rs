@@ -66,8 +66,7 @@ impl GrantArgs {
 pub fn is_restricted_name(raw_name: &str) -> bool {
     let mut name: Cow<str> = Cow::Borrowed(raw_name);
     for _ in 0..4 {
-        let lowered = name.trim().to_ascii_lowercase();
-        if lowered.starts_with("extra_label") || lowered.starts_with("extra_filters") {
+        if starts_restricted(&name) {
             return true;
         }
         let decoded = form_decode(&name);
@@ -78,6 +77,18 @@ pub fn is_restricted_name(raw_name: &str) -> bool {
     }
     // Still changing after four rounds: nobody legitimate encodes a name that deeply.
     true
+}
+
+/// Whether `name`, trimmed, starts with `extra_label` or `extra_filters` in any ASCII case. Runs for
+/// every argument of every request, so it compares in place rather than lower-casing a copy.
+fn starts_restricted(name: &str) -> bool {
+    let name = name.trim().as_bytes();
+    [b"extra_label".as_slice(), b"extra_filters".as_slice()]
+        .iter()
+        .any(|prefix| {
+            name.get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        })
 }
 
 /// One round of form decoding: `+` is a space, `%XX` a byte; invalid UTF-8 is replaced, not trusted.
