@@ -7,7 +7,6 @@
 //! in one place.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,12 +28,12 @@ use crate::auth::{fetch, Authenticator, Grant};
 use crate::error::{ErrorKind, GatewayError};
 use crate::flags::Config;
 use crate::metrics::{Gauges, Metrics};
-use crate::proxy::{Upstream, UpstreamBody};
+use crate::proxy::{BackendBody, ClientIp, Upstream, UpstreamBody};
 use crate::rewrite::{self, Topology};
 use crate::route::{self, Route, RouteClass, RulesKind};
 
 /// What every response body is: a backend's stream or tenantgate's own bytes.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<BackendBody, Full<Bytes>>;
 
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
@@ -102,11 +101,11 @@ impl Gateway {
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        client: &ClientIp,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let _inflight = self.metrics.inflight();
-        let (class, result) = self.serve(request, peer).await;
+        let (class, result) = self.serve(request, client).await;
         let response = match result {
             Ok(response) => response,
             Err(e) => {
@@ -139,7 +138,7 @@ impl Gateway {
     async fn serve(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        client: &ClientIp,
     ) -> (RouteClass, Result<Response<ResponseBody>, GatewayError>) {
         let route = match route::classify(request.method(), request.uri().path()) {
             Ok(route) => route,
@@ -149,9 +148,9 @@ impl Gateway {
         let result = match route {
             Route::Health => Ok(self.health()),
             Route::Metrics => self.metrics_page(&request),
-            Route::Read(api) => self.proxy(request, peer, api, false).await,
-            Route::Rules(kind, api) => self.rules(request, peer, kind, api).await,
-            Route::Write(api) => self.proxy(request, peer, api, true).await,
+            Route::Read(api) => self.proxy(request, client, api, false).await,
+            Route::Rules(kind, api) => self.rules(request, client, kind, api).await,
+            Route::Write(api) => self.proxy(request, client, api, true).await,
         };
         (class, result)
     }
@@ -166,7 +165,7 @@ impl Gateway {
     async fn rules(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        client: &ClientIp,
         kind: RulesKind,
         api: route::Api,
     ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -183,13 +182,13 @@ impl Gateway {
                 return Ok(json_response(StatusCode::OK, body));
             }
         }
-        self.proxy(request, peer, api, false).await
+        self.proxy(request, client, api, false).await
     }
 
     async fn proxy(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        client: &ClientIp,
         api: route::Api,
         write: bool,
     ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -234,7 +233,7 @@ impl Gateway {
             tracing::info!(dropped, tenant = %grant.access.tenant, "removed client-supplied extra_label/extra_filters arguments");
         }
         match upstream
-            .forward(parts, &target, body, peer, &self.auth_header)
+            .forward(parts, target, body, client, &self.auth_header)
             .await
         {
             Ok((response, took)) => {
@@ -535,9 +534,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
+        let client = ClientIp::new(peer);
         let service = service_fn(move |request| {
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(request, &client).await) }
         });
         let builder = builder.clone();
         match &tls {
