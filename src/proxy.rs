@@ -434,29 +434,24 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
     }
 }
 
-/// Removes the headers that `Connection` names, while it is still there to name them.
+/// Removes the headers that `Connection` names, while it is still there to name them. It usually
+/// names only `keep-alive`, which goes with the hop-by-hop headers anyway: nothing to collect then.
 fn remove_named_by_connection(headers: &mut HeaderMap) {
     if !headers.contains_key(header::CONNECTION) {
         return;
     }
-    loop {
-        let named = headers
-            .keys()
-            .find(|name| {
-                // Never let Connection remove what the backend needs to decode the body.
-                *name != header::CONTENT_LENGTH
-                    && *name != header::CONTENT_TYPE
-                    && *name != header::CONTENT_ENCODING
-                    && headers_named_by_connection(headers)
-                        .any(|listed| listed.eq_ignore_ascii_case(name.as_str()))
-            })
-            .cloned();
-        match named {
-            Some(name) => {
-                headers.remove(&name);
-            }
-            None => return,
-        }
+    let named: Vec<HeaderName> = headers_named_by_connection(headers)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .filter(|name| {
+            // Never let Connection remove what the backend needs to decode the body.
+            !is_hop_by_hop(name)
+                && name != header::CONTENT_LENGTH
+                && name != header::CONTENT_TYPE
+                && name != header::CONTENT_ENCODING
+        })
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
 }
 
