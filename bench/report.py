@@ -40,8 +40,8 @@ def main():
 
     print("| target | req/s | vs nginx | p50 ms | p99 ms | p99.9 ms | non-2xx+sock err | load 1m |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    order = ["direct", "nginx", "tg-rs256", "tg-es256", "tg-nocache", "tg-rotate", "nginx-post", "tg-post",
-             "nginx-write", "tg-write", "paced-nginx", "paced-tg"]
+    order = ["direct", "nginx", "tg-rs256", "base-rs256", "tg-es256", "tg-nocache", "tg-rotate", "nginx-post",
+             "tg-post", "base-post", "nginx-write", "tg-write", "paced-nginx", "paced-tg"]
     for t in order:
         if t not in rows:
             continue
@@ -59,6 +59,8 @@ def main():
               f"{mean(t, 'p999'):.3f} | {errs:.0f} | {min(loads):.2f}-{max(loads):.2f} |")
     print()
     print("Write rows: 1 MiB bodies, so MiB/s = req/s; 'vs nginx' there is against nginx-write.")
+    if "base-rs256" in rows:
+        print("base-* rows: the TG_BASELINE binary, same flags and scripts as the tg-* row above it.")
     print("Paced rows: both at half of the same round's nginx req/s (wrk lua delay(), see bench/run).")
     print()
 
