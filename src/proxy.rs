@@ -441,6 +441,8 @@ fn remove_named_by_connection(headers: &mut HeaderMap) {
         return;
     }
     let named: Vec<HeaderName> = headers_named_by_connection(headers)
+        // Parsing a name that is not one of `http`'s standard ones allocates: skip the usual one.
+        .filter(|name| !name.eq_ignore_ascii_case("keep-alive"))
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .filter(|name| {
             // Never let Connection remove what the backend needs to decode the body.

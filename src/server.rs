@@ -257,7 +257,8 @@ impl Gateway {
         body: Incoming,
     ) -> Result<UpstreamBody, GatewayError> {
         if let Some(media) = media_type(headers)? {
-            if media == "application/x-www-form-urlencoded" || media == "multipart/form-data" {
+            if media.eq_ignore_ascii_case(FORM) || media.eq_ignore_ascii_case("multipart/form-data")
+            {
                 return Err(GatewayError::new(
                     ErrorKind::UnsupportedMediaType,
                     "form bodies are not accepted on write paths; send the data with its own content type (e.g. curl --data-binary -H 'Content-Type: text/plain')",
@@ -275,13 +276,13 @@ impl Gateway {
         headers: &mut http::HeaderMap,
         body: Incoming,
     ) -> Result<ReadBody, GatewayError> {
-        let media = media_type(headers)?;
-        if body.is_end_stream() && media.as_deref() != Some("application/x-www-form-urlencoded") {
+        let form = media_type(headers)?.is_some_and(|media| media.eq_ignore_ascii_case(FORM));
+        if body.is_end_stream() && !form {
             return Ok(ReadBody::Stream(
                 Empty::new().map_err(|e| match e {}).boxed_unsync(),
             ));
         }
-        if media.as_deref() != Some("application/x-www-form-urlencoded") {
+        if !form {
             return Err(GatewayError::new(
                 ErrorKind::UnsupportedMediaType,
                 "read requests may only carry application/x-www-form-urlencoded bodies",
@@ -408,9 +409,12 @@ fn check_mode(mode: Mode, write: bool) -> Result<(), GatewayError> {
     }
 }
 
-/// The media type of the body, lower-cased, without parameters. Several Content-Type headers are
-/// refused: servers disagree on which one counts.
-fn media_type(headers: &http::HeaderMap) -> Result<Option<String>, GatewayError> {
+/// The form media type: the one read body tenantgate reads, and refuses on writes.
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The media type of the body, without parameters, as sent: compare it ignoring ASCII case. Several
+/// Content-Type headers are refused: servers disagree on which one counts.
+fn media_type(headers: &http::HeaderMap) -> Result<Option<&str>, GatewayError> {
     let mut values = headers.get_all(header::CONTENT_TYPE).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -424,13 +428,7 @@ fn media_type(headers: &http::HeaderMap) -> Result<Option<String>, GatewayError>
     let text = value
         .to_str()
         .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "Content-Type is not ASCII"))?;
-    let media = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    Ok(Some(media))
+    Ok(Some(text.split(';').next().unwrap_or("").trim()))
 }
 
 fn text_response(status: StatusCode, text: String) -> Response<ResponseBody> {
@@ -665,10 +663,9 @@ mod tests {
             header::CONTENT_TYPE,
             HeaderValue::from_static("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
         );
-        assert_eq!(
-            media_type(&h).unwrap().as_deref(),
-            Some("application/x-www-form-urlencoded")
-        );
+        let media = media_type(&h).unwrap().unwrap();
+        assert_eq!(media, "Application/X-WWW-Form-Urlencoded");
+        assert!(media.eq_ignore_ascii_case(FORM));
         h.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         assert!(media_type(&h).is_err());
     }
