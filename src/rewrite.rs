@@ -66,8 +66,7 @@ impl GrantArgs {
 pub fn is_restricted_name(raw_name: &str) -> bool {
     let mut name: Cow<str> = Cow::Borrowed(raw_name);
     for _ in 0..4 {
-        let lowered = name.trim().to_ascii_lowercase();
-        if lowered.starts_with("extra_label") || lowered.starts_with("extra_filters") {
+        if starts_restricted(&name) {
             return true;
         }
         let decoded = form_decode(&name);
@@ -78,6 +77,18 @@ pub fn is_restricted_name(raw_name: &str) -> bool {
     }
     // Still changing after four rounds: nobody legitimate encodes a name that deeply.
     true
+}
+
+/// Whether `name`, trimmed, starts with `extra_label` or `extra_filters` in any ASCII case. Runs for
+/// every argument of every request, so it compares in place rather than lower-casing a copy.
+fn starts_restricted(name: &str) -> bool {
+    let name = name.trim().as_bytes();
+    [b"extra_label".as_slice(), b"extra_filters".as_slice()]
+        .iter()
+        .any(|prefix| {
+            name.get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        })
 }
 
 /// One round of form decoding: `+` is a space, `%XX` a byte; invalid UTF-8 is replaced, not trusted.
@@ -93,15 +104,15 @@ fn form_decode(s: &str) -> Cow<'_, str> {
 /// restricted ones. Returns how many pairs were dropped (a metric and log hint of an attempt).
 pub fn strip_restricted(input: &str, out: &mut String) -> usize {
     let mut dropped = 0;
-    for pair in input.split('&') {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'&', input.as_bytes()).chain(std::iter::once(input.len()));
+    for end in ends {
+        let pair = &input[start..end];
+        start = end + 1;
         if pair.is_empty() {
             continue;
         }
-        let restricted = pair.split(';').any(|piece| {
-            let name = piece.split_once('=').map_or(piece, |(n, _)| n);
-            is_restricted_name(name)
-        });
-        if restricted {
+        if pair_is_restricted(pair) {
             dropped += 1;
             continue;
         }
@@ -111,6 +122,31 @@ pub fn strip_restricted(input: &str, out: &mut String) -> usize {
         out.push_str(pair);
     }
     dropped
+}
+
+/// Whether any name in `pair` is restricted: the name before `=`, and the name of every `;`-separated
+/// piece, as some servers split arguments on `;` too. Values (the queries, the long part) are only
+/// searched for the next `;`, with SIMD `memchr`.
+fn pair_is_restricted(pair: &str) -> bool {
+    let bytes = pair.as_bytes();
+    let mut piece_start = 0;
+    loop {
+        let Some(len) = memchr::memchr2(b'=', b';', &bytes[piece_start..]) else {
+            return is_restricted_name(&pair[piece_start..]);
+        };
+        let name_end = piece_start + len;
+        if is_restricted_name(&pair[piece_start..name_end]) {
+            return true;
+        }
+        piece_start = if bytes[name_end] == b';' {
+            name_end + 1
+        } else {
+            match memchr::memchr(b';', &bytes[name_end + 1..]) {
+                Some(value_len) => name_end + 1 + value_len + 1,
+                None => return false,
+            }
+        };
+    }
 }
 
 /// Whether a read should be routed to the single-node backend as-is or into a cluster tenant.
@@ -236,6 +272,19 @@ mod tests {
             "label_extra",
         ] {
             assert!(!is_restricted_name(name), "{name}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-pass scan means what splitting on `;` and then `=` meant.
+        #[test]
+        fn pair_scan_matches_split_semantics(
+            pair in "((extra_label|Extra%5Ffilters|%2565xtra_label|query|up|x| |\\+)[=;]?){0,6}"
+        ) {
+            let split = pair.split(';').any(|piece| {
+                is_restricted_name(piece.split_once('=').map_or(piece, |(n, _)| n))
+            });
+            proptest::prop_assert_eq!(pair_is_restricted(&pair), split);
         }
     }
 

@@ -7,7 +7,6 @@
 //! in one place.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,12 +29,12 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::flags::Config;
 use crate::limit::Limits;
 use crate::metrics::{Gauges, Metrics};
-use crate::proxy::{Upstream, UpstreamBody};
+use crate::proxy::{BackendBody, ClientIp, Upstream, UpstreamBody};
 use crate::rewrite::{self, Topology};
 use crate::route::{self, Route, RouteClass, RulesKind};
 
 /// What every response body is: a backend's stream or tenantgate's own bytes.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<BackendBody, Full<Bytes>>;
 
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
@@ -108,11 +107,11 @@ impl Gateway {
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        client: &ClientIp,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let _inflight = self.metrics.inflight();
-        let (class, result) = self.serve(request, peer).await;
+        let (class, result) = self.serve(request, client).await;
         let response = match result {
             Ok(response) => response,
             Err(e) => {
@@ -145,7 +144,7 @@ impl Gateway {
     async fn serve(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        client: &ClientIp,
     ) -> (RouteClass, Result<Response<ResponseBody>, GatewayError>) {
         let route = match route::classify(request.method(), request.uri().path()) {
             Ok(route) => route,
@@ -155,9 +154,9 @@ impl Gateway {
         let result = match route {
             Route::Health => Ok(self.health()),
             Route::Metrics => self.metrics_page(&request),
-            Route::Read(api) => self.proxy(request, peer, api, false).await,
-            Route::Rules(kind, api) => self.rules(request, peer, kind, api).await,
-            Route::Write(api) => self.proxy(request, peer, api, true).await,
+            Route::Read(api) => self.proxy(request, client, api, false).await,
+            Route::Rules(kind, api) => self.rules(request, client, kind, api).await,
+            Route::Write(api) => self.proxy(request, client, api, true).await,
         };
         (class, result)
     }
@@ -172,7 +171,7 @@ impl Gateway {
     async fn rules(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        client: &ClientIp,
         kind: RulesKind,
         api: route::Api,
     ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -189,13 +188,13 @@ impl Gateway {
                 return Ok(json_response(StatusCode::OK, body));
             }
         }
-        self.proxy(request, peer, api, false).await
+        self.proxy(request, client, api, false).await
     }
 
     async fn proxy(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        client: &ClientIp,
         api: route::Api,
         write: bool,
     ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -244,7 +243,7 @@ impl Gateway {
             tracing::info!(dropped, tenant = %grant.access.tenant, "removed client-supplied extra_label/extra_filters arguments");
         }
         match upstream
-            .forward(parts, &target, body, peer, &self.auth_header)
+            .forward(parts, target, body, client, &self.auth_header)
             .await
         {
             Ok((response, took)) => {
@@ -268,7 +267,8 @@ impl Gateway {
         body: Incoming,
     ) -> Result<UpstreamBody, GatewayError> {
         if let Some(media) = media_type(headers)? {
-            if media == "application/x-www-form-urlencoded" || media == "multipart/form-data" {
+            if media.eq_ignore_ascii_case(FORM) || media.eq_ignore_ascii_case("multipart/form-data")
+            {
                 return Err(GatewayError::new(
                     ErrorKind::UnsupportedMediaType,
                     "form bodies are not accepted on write paths; send the data with its own content type (e.g. curl --data-binary -H 'Content-Type: text/plain')",
@@ -286,13 +286,13 @@ impl Gateway {
         headers: &mut http::HeaderMap,
         body: Incoming,
     ) -> Result<ReadBody, GatewayError> {
-        let media = media_type(headers)?;
-        if body.is_end_stream() && media.as_deref() != Some("application/x-www-form-urlencoded") {
+        let form = media_type(headers)?.is_some_and(|media| media.eq_ignore_ascii_case(FORM));
+        if body.is_end_stream() && !form {
             return Ok(ReadBody::Stream(
                 Empty::new().map_err(|e| match e {}).boxed_unsync(),
             ));
         }
-        if media.as_deref() != Some("application/x-www-form-urlencoded") {
+        if !form {
             return Err(GatewayError::new(
                 ErrorKind::UnsupportedMediaType,
                 "read requests may only carry application/x-www-form-urlencoded bodies",
@@ -419,9 +419,12 @@ fn check_mode(mode: Mode, write: bool) -> Result<(), GatewayError> {
     }
 }
 
-/// The media type of the body, lower-cased, without parameters. Several Content-Type headers are
-/// refused: servers disagree on which one counts.
-fn media_type(headers: &http::HeaderMap) -> Result<Option<String>, GatewayError> {
+/// The form media type: the one read body tenantgate reads, and refuses on writes.
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The media type of the body, without parameters, as sent: compare it ignoring ASCII case. Several
+/// Content-Type headers are refused: servers disagree on which one counts.
+fn media_type(headers: &http::HeaderMap) -> Result<Option<&str>, GatewayError> {
     let mut values = headers.get_all(header::CONTENT_TYPE).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -435,13 +438,7 @@ fn media_type(headers: &http::HeaderMap) -> Result<Option<String>, GatewayError>
     let text = value
         .to_str()
         .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "Content-Type is not ASCII"))?;
-    let media = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    Ok(Some(media))
+    Ok(Some(text.split(';').next().unwrap_or("").trim()))
 }
 
 fn text_response(status: StatusCode, text: String) -> Response<ResponseBody> {
@@ -545,9 +542,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
+        let client = ClientIp::new(peer);
         let service = service_fn(move |request| {
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(request, &client).await) }
         });
         let builder = builder.clone();
         match &tls {
@@ -674,10 +673,9 @@ mod tests {
             header::CONTENT_TYPE,
             HeaderValue::from_static("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
         );
-        assert_eq!(
-            media_type(&h).unwrap().as_deref(),
-            Some("application/x-www-form-urlencoded")
-        );
+        let media = media_type(&h).unwrap().unwrap();
+        assert_eq!(media, "Application/X-WWW-Form-Urlencoded");
+        assert!(media.eq_ignore_ascii_case(FORM));
         h.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         assert!(media_type(&h).is_err());
     }
