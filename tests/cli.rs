@@ -259,15 +259,14 @@ fn serves_https_with_its_certificate_and_logs_json() {
 fn a_custom_token_header_without_prefix() {
     let vm = Victoria::start();
     let signer = Signer::rsa();
-    let dir = tempdir();
-    let key = signer.write_public_pem(dir.path(), "k.pem");
-    let gate = Gate::start(&[
-        "-enable.auth".into(),
-        format!("-auth.publicKeyFiles={}", key.display()),
-        format!("-read.url={}", vm.url),
-        "-auth.httpHeader=X-Auth-Token".into(),
-        "-auth.httpHeaderAllowWithoutPrefix".into(),
-    ]);
+    let gate = Gate::start_secured(
+        &signer,
+        &[
+            format!("-read.url={}", vm.url),
+            "-auth.httpHeader=X-Auth-Token".into(),
+            "-auth.httpHeaderAllowWithoutPrefix".into(),
+        ],
+    );
     let token = signer.token("{}");
     let url = format!("{}/api/v1/query?query=1", gate.url);
     let r = http_client()

@@ -168,16 +168,15 @@ fn concurrency_limits_answer_429_with_retry_after() {
     let hanging = TcpListener::bind("127.0.0.1:0").unwrap();
     let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
     let signer = Signer::rsa();
-    let dir = tempdir();
-    let key = signer.write_public_pem(dir.path(), "k.pem");
-    let gate = Gate::start(&[
-        "-enable.auth".into(),
-        format!("-auth.publicKeyFiles={}", key.display()),
-        format!("-read.url={hanging_url}"),
-        "-upstream.timeout=3s".into(),
-        "-maxConcurrentRequestsPerTenant=1".into(),
-        "-maxConcurrentRequests=2".into(),
-    ]);
+    let gate = Gate::start_secured(
+        &signer,
+        &[
+            format!("-read.url={hanging_url}"),
+            "-upstream.timeout=3s".into(),
+            "-maxConcurrentRequestsPerTenant=1".into(),
+            "-maxConcurrentRequests=2".into(),
+        ],
+    );
     let dev = signer.token(r#"{"extra_labels":{"team":"dev"}}"#);
     let ops = signer.token(r#"{"extra_labels":{"team":"ops"}}"#);
     let admin = signer.token(r#"{}"#);

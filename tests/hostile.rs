@@ -18,14 +18,13 @@ struct Scene {
 fn scene() -> Scene {
     let vm = Victoria::start();
     let signer = Signer::rsa();
-    let dir = tempdir();
-    let key = signer.write_public_pem(dir.path(), "idp.pem");
-    let gate = Gate::start(&[
-        "-enable.auth".into(),
-        format!("-read.url={}", vm.url),
-        format!("-write.url={}", vm.url),
-        format!("-auth.publicKeyFiles={}", key.display()),
-    ]);
+    let gate = Gate::start_secured(
+        &signer,
+        &[
+            format!("-read.url={}", vm.url),
+            format!("-write.url={}", vm.url),
+        ],
+    );
     let r = http_client()
         .post(format!("{}/api/v1/import/prometheus", vm.url))
         .body(import_lines(&[

@@ -24,15 +24,14 @@ fn mixed_load_from_many_tenants_has_no_errors_and_flat_memory() {
     const TEAMS: [&str; 4] = ["dev", "ops", "web", "db"];
     let vm = Victoria::start();
     let signer = Arc::new(Signer::ec());
-    let dir = tempdir();
-    let key = signer.write_public_pem(dir.path(), "k.pem");
-    let gate = Gate::start(&[
-        "-enable.auth".into(),
-        format!("-auth.publicKeyFiles={}", key.display()),
-        format!("-read.url={}", vm.url),
-        format!("-write.url={}", vm.url),
-        "-auth.tokenCacheSize=64".into(),
-    ]);
+    let gate = Gate::start_secured(
+        &signer,
+        &[
+            format!("-read.url={}", vm.url),
+            format!("-write.url={}", vm.url),
+            "-auth.tokenCacheSize=64".into(),
+        ],
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..8)

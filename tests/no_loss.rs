@@ -72,24 +72,23 @@ fn assert_complete(vm: &Victoria, agent: &Vmagent) {
     );
 }
 
-fn setup() -> (Victoria, Vec<String>, Signer, tempfile::TempDir) {
+/// VictoriaMetrics, and tenantgate with a test key in front of it.
+fn setup() -> (Victoria, Gate, Signer) {
     let vm = Victoria::start();
     let signer = Signer::rsa();
-    let key_dir = tempdir();
-    let key = signer.write_public_pem(key_dir.path(), "k.pem");
-    let args = vec![
-        "-enable.auth".to_string(),
-        format!("-auth.publicKeyFiles={}", key.display()),
-        format!("-read.url={}", vm.url),
-        format!("-write.url={}", vm.url),
-    ];
-    (vm, args, signer, key_dir)
+    let gate = Gate::start_secured(
+        &signer,
+        &[
+            format!("-read.url={}", vm.url),
+            format!("-write.url={}", vm.url),
+        ],
+    );
+    (vm, gate, signer)
 }
 
 #[test]
 fn gateway_restarts_lose_nothing() {
-    let (vm, args, signer, _keys) = setup();
-    let mut gate = Gate::start(&args);
+    let (vm, mut gate, signer) = setup();
     let token = signer.token(r#"{"extra_labels":{"team":"agents"}}"#);
     let agent = Vmagent::start(&format!("{}/api/v1/write", gate.url), &token);
     for _ in 0..5 {
@@ -101,7 +100,7 @@ fn gateway_restarts_lose_nothing() {
             gate.proc.log_text()
         );
         std::thread::sleep(Duration::from_millis(500));
-        gate.respawn(&args);
+        gate.respawn();
     }
     std::thread::sleep(Duration::from_secs(2));
     assert_complete(&vm, &agent);
@@ -111,8 +110,7 @@ fn gateway_restarts_lose_nothing() {
 
 #[test]
 fn backend_restarts_lose_nothing() {
-    let (mut vm, args, signer, _keys) = setup();
-    let gate = Gate::start(&args);
+    let (mut vm, gate, signer) = setup();
     let token = signer.token(r#"{"extra_labels":{"team":"agents"}}"#);
     let agent = Vmagent::start(&format!("{}/api/v1/write", gate.url), &token);
     for _ in 0..3 {

@@ -17,14 +17,13 @@ struct Scene {
 fn scene() -> Scene {
     let vm = Victoria::start();
     let signer = Signer::rsa();
-    let dir = tempdir();
-    let key = signer.write_public_pem(dir.path(), "idp.pem");
-    let gate = Gate::start(&[
-        "-enable.auth".into(),
-        format!("-read.url={}", vm.url),
-        format!("-write.url={}", vm.url),
-        format!("-auth.publicKeyFiles={}", key.display()),
-    ]);
+    let gate = Gate::start_secured(
+        &signer,
+        &[
+            format!("-read.url={}", vm.url),
+            format!("-write.url={}", vm.url),
+        ],
+    );
     // Everyone's data, written straight into VictoriaMetrics.
     let body = import_lines(&[
         (r#"sn_metric{team="dev",job="a"}"#, 1.0),
@@ -39,7 +38,6 @@ fn scene() -> Scene {
         .unwrap();
     assert_eq!(r.status(), 204);
     vm.wait_series("sn_metric", 4);
-    drop(dir);
     Scene { vm, gate, signer }
 }
 

@@ -9,14 +9,13 @@ fn bad_tokens_get_401_and_reach_no_backend() {
     let vm = Victoria::start();
     let signer = Signer::rsa();
     let stranger = Signer::rsa();
-    let dir = tempdir();
-    let key = signer.write_public_pem(dir.path(), "idp.pem");
-    let gate = Gate::start(&[
-        "-enable.auth".into(),
-        format!("-read.url={}", vm.url),
-        format!("-write.url={}", vm.url),
-        format!("-auth.publicKeyFiles={}", key.display()),
-    ]);
+    let gate = Gate::start_secured(
+        &signer,
+        &[
+            format!("-read.url={}", vm.url),
+            format!("-write.url={}", vm.url),
+        ],
+    );
     let header = r#"{"alg":"RS256","typ":"JWT"}"#;
     let good_access = r#""vm_access":{"extra_labels":{"team":"dev"}}"#;
     let t = now();

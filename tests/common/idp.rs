@@ -19,7 +19,12 @@ impl Gate {
             &proc,
             Duration::from_secs(20),
         );
-        Gate { proc, url, dir }
+        Gate {
+            proc,
+            url,
+            dir,
+            args: args.to_vec(),
+        }
     }
 }
 

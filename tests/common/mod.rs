@@ -366,6 +366,8 @@ pub struct Gate {
     pub proc: Proc,
     pub url: String,
     pub dir: tempfile::TempDir,
+    /// The flags it runs with (besides `-httpListenAddr`), for [`Gate::respawn`].
+    pub args: Vec<String>,
 }
 
 impl Gate {
@@ -379,13 +381,35 @@ impl Gate {
             proc,
             url: format!("http://127.0.0.1:{port}"),
             dir,
+            args: args.to_vec(),
         }
     }
 
-    /// Starts the binary again on the same port with `args` (the previous process must have exited).
-    pub fn respawn(&mut self, args: &[String]) {
+    /// tenantgate with `-enable.auth` and `signer`'s public key (written into the gate's own directory),
+    /// plus `args`: the set-up most tests share.
+    pub fn start_secured(signer: &Signer, args: &[String]) -> Gate {
+        let dir = tempdir();
+        let key = signer.write_public_pem(dir.path(), "idp.pem");
+        let mut all = vec![
+            "-enable.auth".to_string(),
+            format!("-auth.publicKeyFiles={}", key.display()),
+        ];
+        all.extend_from_slice(args);
+        let port = free_port();
+        let proc = Gate::spawn(dir.path(), port, &all, 200);
+        Gate {
+            proc,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            args: all,
+        }
+    }
+
+    /// Starts the binary again on the same port with the same flags (the previous process must have
+    /// exited).
+    pub fn respawn(&mut self) {
         let port = self.url.rsplit(':').next().unwrap().parse().unwrap();
-        self.proc = Gate::spawn(self.dir.path(), port, args, 200);
+        self.proc = Gate::spawn(self.dir.path(), port, &self.args, 200);
     }
 
     fn spawn(dir: &Path, port: u16, args: &[String], health: u16) -> Proc {
