@@ -154,9 +154,12 @@ impl Gateway {
         let result = match route {
             Route::Health => Ok(self.health()),
             Route::Metrics => self.metrics_page(&request),
-            Route::Read(api) => self.proxy(request, client, api, false).await,
-            Route::Rules(kind, api) => self.rules(request, client, kind, api).await,
-            Route::Write(api) => self.proxy(request, client, api, true).await,
+            Route::Read(api) => self.authenticated(request, client, api, None, false).await,
+            Route::Rules(kind, api) => {
+                self.authenticated(request, client, api, Some(kind), false)
+                    .await
+            }
+            Route::Write(api) => self.authenticated(request, client, api, None, true).await,
         };
         (class, result)
     }
@@ -168,19 +171,22 @@ impl Gateway {
         }
     }
 
-    async fn rules(
+    /// Verifies the token once, checks its mode, answers rules and alerts where they cannot be
+    /// restricted, and forwards everything else.
+    async fn authenticated(
         &self,
         request: Request<Incoming>,
         client: &ClientIp,
-        kind: RulesKind,
         api: route::Api,
+        rules: Option<RulesKind>,
+        write: bool,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        if self.topology == Topology::Single {
-            let grant = self.grant(&request).await?;
-            check_mode(grant.access.mode, false)?;
+        let grant = self.grant(&request).await?;
+        check_mode(grant.access.mode, write)?;
+        if let Some(kind) = rules {
             // A single-node backend's rules and alerts cover every team; they cannot be filtered by
             // labels, so a restricted token sees an empty list rather than other teams' rules.
-            if grant.access.is_label_restricted() {
+            if self.topology == Topology::Single && grant.access.is_label_restricted() {
                 let body = match kind {
                     RulesKind::Rules => r#"{"status":"success","data":{"groups":[]}}"#,
                     RulesKind::Alerts => r#"{"status":"success","data":{"alerts":[]}}"#,
@@ -188,7 +194,7 @@ impl Gateway {
                 return Ok(json_response(StatusCode::OK, body));
             }
         }
-        self.proxy(request, client, api, false).await
+        self.proxy(request, client, api, grant, write).await
     }
 
     async fn proxy(
@@ -196,10 +202,9 @@ impl Gateway {
         request: Request<Incoming>,
         client: &ClientIp,
         api: route::Api,
+        grant: Arc<Grant>,
         write: bool,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        let grant = self.grant(&request).await?;
-        check_mode(grant.access.mode, write)?;
         let _permit = self
             .limits
             .acquire(&grant)
