@@ -145,14 +145,8 @@ fn flags_can_come_from_the_environment() {
         .arg("-envflag.prefix=TG_")
         .env("TG_httpListenAddr", format!("127.0.0.1:{port}"))
         .env("TG_read_url", &vm.url);
-    let proc = Proc::spawn("tenantgate", cmd, dir.path().join("log"));
     let url = format!("http://127.0.0.1:{port}");
-    wait_http(
-        &format!("{url}/health"),
-        200,
-        &proc,
-        Duration::from_secs(20),
-    );
+    let _proc = Proc::spawn_serving("tenantgate", cmd, dir.path().join("log"), &url);
     let r = http_client()
         .get(format!("{url}/api/v1/query?query=1"))
         .send()

@@ -47,14 +47,8 @@ impl Vmagent {
                 ))
                 .arg(format!("-remoteWrite.oauth2.tokenUrl={}", w.token_url));
         }
-        let proc = Proc::spawn("vmagent", cmd, dir.path().join("vmagent.log"));
         let url = format!("http://127.0.0.1:{port}");
-        wait_http(
-            &format!("{url}/health"),
-            200,
-            &proc,
-            Duration::from_secs(20),
-        );
+        let proc = Proc::spawn_serving("vmagent", cmd, dir.path().join("vmagent.log"), &url);
         Vmagent {
             proc,
             url,

@@ -163,6 +163,30 @@ impl Drop for Proc {
     }
 }
 
+/// The Prometheus text exposition at `base_url/metrics`.
+pub fn metrics_text(base_url: &str) -> String {
+    http_client()
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+impl Proc {
+    /// Spawns a server and waits (bounded) until `base_url/health` answers 200.
+    pub fn spawn_serving(name: &str, cmd: Command, log: PathBuf, base_url: &str) -> Proc {
+        let proc = Proc::spawn(name, cmd, log);
+        wait_http(
+            &format!("{base_url}/health"),
+            200,
+            &proc,
+            Duration::from_secs(20),
+        );
+        proc
+    }
+}
+
 /// Polls `url` until it answers `want` (bounded), or panics with the process log.
 pub fn wait_http(url: &str, want: u16, proc: &Proc, limit: Duration) {
     let client = http_client();
@@ -429,12 +453,7 @@ impl Gate {
 
     /// One value of tenantgate's own `/metrics`, by exact series name (with labels), 0 if absent.
     pub fn metric(&self, series: &str) -> f64 {
-        let text = http_client()
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let text = metrics_text(&self.url);
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
             .map(|v| v.trim().parse().unwrap())
@@ -619,14 +638,8 @@ impl Vmagent {
             ))
             .arg("-remoteWrite.flushInterval=200ms")
             .arg("-loggerLevel=WARN");
-        let proc = Proc::spawn("vmagent", cmd, dir.path().join("vmagent.log"));
         let url = format!("http://127.0.0.1:{port}");
-        wait_http(
-            &format!("{url}/health"),
-            200,
-            &proc,
-            Duration::from_secs(20),
-        );
+        let proc = Proc::spawn_serving("vmagent", cmd, dir.path().join("vmagent.log"), &url);
         Vmagent {
             proc,
             url,
@@ -636,12 +649,7 @@ impl Vmagent {
 
     /// Sum of a counter over all its series in vmagent's own metrics.
     pub fn metric_sum(&self, name: &str) -> f64 {
-        let text = http_client()
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let text = metrics_text(&self.url);
         text.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
