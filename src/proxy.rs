@@ -1,50 +1,63 @@
-//! The only code that talks to backends: a pool of keep-alive HTTP/1 connections per backend, header
-//! hygiene, and streaming in both directions.
+//! The only code that talks to backends: a pool of keep-alive HTTP/1.1 connections per backend,
+//! header hygiene, and streaming in both directions.
 //!
-//! The pool is our own, on hyper's connection API, rather than hyper-util's generic client: a proxy
-//! with one backend per pool needs no pool key to hash, and a connection goes back to the pool from
-//! the answer's body when that body has been read to its end ([`BackendBody`]), where the generic
-//! client spawns a task per request to find out. An unsent request on a pooled connection that turns
-//! out closed is retried on another one, as hyper-util does.
+//! The client side of the exchange is our own ([`wire`] for the bytes, [`conn`] for sockets, the
+//! pool and the answer body) rather than hyper's client: a proxy with one backend per pool needs no
+//! pool key, no connection task and no channel between tasks. The request, the answer head and the
+//! answer body are all read and written by the client's own task, which is where most of a
+//! request's cost went before (ARCHITECTURE.md, "Backend connections").
 //!
 //! Bodies are never collected here: the client's body (behind a size limit) streams to the backend and
 //! the backend's answer streams to the client, status, headers and bytes untouched except for
 //! hop-by-hop headers (RFC 9110 §7.6.1). What the backend must not learn from a client (its token,
 //! identity headers, headers that carry a tenant to some backends) is removed here, in one place.
 
-use std::collections::VecDeque;
+mod conn;
+mod wire;
+
 use std::error::Error as StdError;
 use std::fs;
+use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
-use http::{HeaderMap, Request, Response, Uri};
-use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http::{HeaderMap, Method, Response, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Incoming};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tower_service::Service;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::flags::UpstreamTls;
 use crate::metrics::UpstreamError;
+pub use conn::BackendBody;
+use conn::{Conn, Io, Pool};
+use wire::{BodyLength, Head, WireError};
 
 /// Errors a body may produce on its way to the backend (a client that went away, a size limit).
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// A request body on its way to a backend: the client's stream or a rewritten form.
-pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+/// A request body on its way to a backend.
+pub enum RequestBody {
+    /// No body.
+    Empty,
+    /// A body held whole (a rewritten form): it leaves with the head in one write, and can be sent
+    /// again when a pooled connection turns out to have been closed.
+    Full(Bytes),
+    /// The client's body, streamed behind the size limit.
+    Stream(Limited<Incoming>),
+}
+
+/// Bodies up to this size leave in the same write as the head.
+const COALESCE: usize = 16 * 1024;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus `Proxy-*`.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -71,141 +84,34 @@ const PRIVATE: [HeaderName; 7] = [
 
 /// One backend (`-read.url` or `-write.url`) and the connection pool to it.
 pub struct Upstream {
-    /// Scheme and authority of the backend, what the connector dials.
-    origin: Uri,
+    /// Host and port dialled (a name is resolved on every new connection).
+    dial: (String, u16),
+    /// `Some` for https backends: the TLS settings and the name the certificate must carry.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     /// Path of the backend URL, prepended to every upstream path (usually empty).
     pub base_path: String,
     host: HeaderValue,
-    connector: HttpsConnector<HttpConnector>,
     pool: Arc<Pool>,
     timeout: Duration,
-}
-
-/// The HTTP/1 sender of one backend connection.
-type Sender = http1::SendRequest<UpstreamBody>;
-
-/// Idle keep-alive connections to one backend, newest last. One backend per pool, so no key to hash;
-/// the mutex is held for one push or pop, never across an await.
-struct Pool {
-    idle: Mutex<VecDeque<Idle>>,
-    max_idle: usize,
-    idle_timeout: Duration,
-}
-
-struct Idle {
-    sender: Sender,
-    since: Instant,
-}
-
-impl Pool {
-    /// The most recently used live connection, dropping expired and closed ones on the way.
-    fn take(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(entry) = idle.pop_back() {
-            if entry.sender.is_ready() && entry.since.elapsed() < self.idle_timeout {
-                return Some(entry.sender);
-            }
-        }
-        None
-    }
-
-    /// Keeps a connection whose exchange is over for the next request.
-    fn put(&self, sender: Sender) {
-        let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while idle.front().is_some_and(|e| {
-            now.duration_since(e.since) >= self.idle_timeout || e.sender.is_closed()
-        }) {
-            idle.pop_front();
-        }
-        if idle.len() < self.max_idle {
-            idle.push_back(Idle { sender, since: now });
-        }
-    }
-}
-
-/// A connection lent to one exchange; back to the pool when the answer's body has been read to its end.
-struct Lent {
-    sender: Sender,
-    pool: Arc<Pool>,
-}
-
-impl Lent {
-    fn give_back(self) {
-        if self.sender.is_ready() {
-            self.pool.put(self.sender);
-        } else if !self.sender.is_closed() {
-            // The connection task has not yet seen the end of the exchange; it will in a moment.
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let Lent { mut sender, pool } = self;
-                runtime.spawn(async move {
-                    if sender.ready().await.is_ok() {
-                        pool.put(sender);
-                    }
-                });
-            }
-        }
-    }
-}
-
-/// A backend's answer body, streamed to the client. It gives its connection back to the pool once the
-/// body is complete; a body dropped early (client gone) closes the connection instead, as nothing
-/// else could read the rest of the answer off it.
-pub struct BackendBody {
-    inner: Incoming,
-    lent: Option<Lent>,
-}
-
-impl BackendBody {
-    fn give_back_if_done(&mut self) {
-        if self.inner.is_end_stream() {
-            if let Some(lent) = self.lent.take() {
-                lent.give_back();
-            }
-        }
-    }
-}
-
-impl Body for BackendBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            if let Some(lent) = self.lent.take() {
-                lent.give_back();
-            }
-        } else if let Poll::Ready(Some(Ok(_))) = frame {
-            self.give_back_if_done();
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for BackendBody {
-    fn drop(&mut self) {
-        self.give_back_if_done();
-    }
 }
 
 /// Why an exchange with a backend failed.
 enum SendError {
     /// No connection could be made.
     Connect,
-    /// The connection failed while sending or before the answer's headers.
-    Exchange(hyper::Error),
+    /// The connection broke before the answer's head was read.
+    Io(io::Error),
+    /// The backend's answer is not HTTP/1.1 we can pass on.
+    Wire(WireError),
+    /// The client's body failed: over the size limit, or the client went away.
+    Body(BoxError),
+}
+
+/// One failed attempt, and whether the request may go again on a fresh connection.
+struct Failed {
+    error: SendError,
+    /// Nothing of the request body was consumed and nothing of an answer arrived.
+    repeatable: bool,
 }
 
 impl Upstream {
@@ -217,77 +123,68 @@ impl Upstream {
         idle_timeout: Duration,
     ) -> Result<Upstream, String> {
         let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        let scheme = uri.scheme().cloned().ok_or("missing scheme")?;
-        let authority = uri.authority().cloned().ok_or("missing host")?;
-        let base_path = uri.path().trim_end_matches('/').to_string();
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
-        let tls_config = client_tls(tls)?;
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config)
-            .https_or_http();
-        let connector = match &tls.server_name {
-            Some(name) => {
-                let name = ServerName::try_from(name.clone()).map_err(|e| e.to_string())?;
-                builder
-                    .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
-                    .enable_http1()
-                    .wrap_connector(http)
-            }
-            None => builder.enable_http1().wrap_connector(http),
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{url}: the scheme must be http or https")),
         };
-        let origin = Uri::builder()
-            .scheme(scheme)
-            .authority(authority)
-            .path_and_query("/")
-            .build()
-            .map_err(|e| e.to_string())?;
+        let authority = uri.authority().ok_or("missing host")?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        // `[::1]` in a URL, `::1` to dial and in a certificate.
+        let name = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let mut config = client_tls(tls)?;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let server_name = tls.server_name.clone().unwrap_or_else(|| name.to_string());
+            let server_name = ServerName::try_from(server_name).map_err(|e| e.to_string())?;
+            Some((TlsConnector::from(Arc::new(config)), server_name))
+        } else {
+            None
+        };
         Ok(Upstream {
-            origin,
-            base_path,
+            dial: (name.to_string(), port),
+            tls,
+            base_path: uri.path().trim_end_matches('/').to_string(),
             host,
-            connector,
-            pool: Arc::new(Pool {
-                idle: Mutex::new(VecDeque::new()),
-                max_idle: 1024,
-                idle_timeout,
-            }),
+            pool: Arc::new(Pool::new(1024, idle_timeout)),
             timeout,
         })
     }
 
-    /// Sends a request for `path_and_query` with the client's method and (cleaned) headers and `body`,
-    /// and returns the backend's answer as soon as its headers arrive.
+    /// Sends a request for `target` (origin form) with the client's method and (cleaned) headers and
+    /// `body`, and returns the backend's answer as soon as its head arrives.
     pub async fn forward(
         &self,
         mut parts: http::request::Parts,
-        path_and_query: String,
-        body: UpstreamBody,
+        target: String,
+        body: RequestBody,
         client: &ClientIp,
         auth_header: &HeaderName,
     ) -> Result<(Response<BackendBody>, Duration), (Option<UpstreamError>, GatewayError)> {
-        // Origin form, as HTTP/1 sends it; the String's buffer becomes the URI's without a copy.
-        let target =
-            PathAndQuery::from_maybe_shared(Bytes::from(path_and_query)).map_err(|_| {
-                (
-                    None,
-                    GatewayError::new(ErrorKind::BadRequest, "request target cannot be forwarded"),
-                )
-            })?;
+        if !wire::valid_target(&target) {
+            return Err((
+                None,
+                GatewayError::new(ErrorKind::BadRequest, "request target cannot be forwarded"),
+            ));
+        }
         clean_request_headers(&mut parts.headers, auth_header);
         parts.headers.insert(header::HOST, self.host.clone());
         append_forwarded_for(&mut parts.headers, client);
-        let mut request = Request::from_parts(parts, body);
-        *request.uri_mut() = Uri::from(target);
-        *request.version_mut() = http::Version::HTTP_11;
+        let length = body_length(&parts.method, &body);
+        let mut head = Vec::with_capacity(512);
+        wire::encode_head(&mut head, &parts.method, &target, &parts.headers, length);
 
         let started = Instant::now();
-        match tokio::time::timeout(self.timeout, self.send(request)).await {
+        match tokio::time::timeout(
+            self.timeout,
+            self.exchange(&parts.method, head, body, length),
+        )
+        .await
+        {
             Err(_) => Err((
                 Some(UpstreamError::Timeout),
                 GatewayError::new(
@@ -298,108 +195,271 @@ impl Upstream {
                     ),
                 ),
             )),
-            Ok(Err(e)) => Err(classify_send_error(&e)),
-            Ok(Ok((mut response, lent))) => {
-                remove_hop_by_hop(response.headers_mut());
-                let took = started.elapsed();
-                Ok((
-                    response.map(|inner| BackendBody {
-                        inner,
-                        lent: Some(lent),
-                    }),
-                    took,
-                ))
-            }
+            Ok(Err(e)) => Err(classify_send_error(e)),
+            Ok(Ok(response)) => Ok((response, started.elapsed())),
         }
     }
 
     /// One exchange on a pooled connection, or a new one. A pooled connection can turn out closed
-    /// before the request left (the backend timed it out meanwhile): then the request, unsent, is
-    /// tried again, as on a fresh connection nothing can have happened to it yet.
-    async fn send(
+    /// before anything was answered (the backend timed it out meanwhile): then the request goes again
+    /// on a fresh connection, as long as none of its body has been used up.
+    async fn exchange(
         &self,
-        mut request: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Lent), SendError> {
+        method: &Method,
+        head: Vec<u8>,
+        mut body: RequestBody,
+        length: BodyLength,
+    ) -> Result<Response<BackendBody>, SendError> {
         loop {
-            let (mut sender, reused) = match self.pool.take() {
-                Some(sender) => (sender, true),
-                // Boxed: connecting (TLS state included) takes 2.4 KiB of future, and every client
+            let mut conn = match self.pool.take() {
+                Some(conn) => conn,
+                // Boxed: connecting (TLS state included) takes kilobytes of future, and every client
                 // connection keeps its request future's space, though few requests ever connect.
-                None => (Box::pin(self.connect()).await?, false),
+                None => Box::pin(self.connect()).await?,
             };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let lent = Lent {
-                        sender,
-                        pool: self.pool.clone(),
-                    };
-                    return Ok((response, lent));
+            match attempt(&mut conn, method, &head, &mut body, length).await {
+                Ok((answer, reusable)) => {
+                    let mut headers = answer.headers;
+                    remove_hop_by_hop(&mut headers);
+                    let keep_alive = answer.keep_alive && reusable;
+                    let body =
+                        BackendBody::new(conn, answer.framing, keep_alive, self.pool.clone());
+                    let mut response = Response::new(body);
+                    *response.status_mut() = answer.status;
+                    *response.headers_mut() = headers;
+                    return Ok(response);
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(SendError::Exchange(e.into_error())),
-                },
+                Err(failed) if failed.repeatable && conn.uses > 0 => {
+                    tracing::debug!(
+                        "pooled backend connection was closed; sending again on a new one"
+                    );
+                }
+                Err(failed) => return Err(failed.error),
             }
         }
     }
 
-    /// A new HTTP/1 connection, its connection task spawned.
-    async fn connect(&self) -> Result<Sender, SendError> {
-        let mut connector = self.connector.clone();
-        let io = async {
-            std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
-            connector.call(self.origin.clone()).await
-        }
+    /// A new connection: TCP (no delay, keep-alive probes) and TLS for https backends.
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let connect_timeout = self.timeout.min(Duration::from_secs(10));
+        let tcp = match tokio::time::timeout(
+            connect_timeout,
+            TcpStream::connect((self.dial.0.as_str(), self.dial.1)),
+        )
         .await
-        .map_err(|e| {
-            tracing::debug!("cannot connect to the backend: {e}");
-            SendError::Connect
-        })?;
-        let (sender, connection) = http1::handshake(io).await.map_err(|e| {
-            tracing::debug!("HTTP/1 handshake with the backend failed: {e}");
-            SendError::Connect
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("backend connection ended: {e}");
+        {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                tracing::debug!("cannot connect to the backend: {e}");
+                return Err(SendError::Connect);
             }
-        });
-        Ok(sender)
+            Err(_) => {
+                tracing::debug!("connecting to the backend took longer than {connect_timeout:?}");
+                return Err(SendError::Connect);
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+        let io = match &self.tls {
+            None => Io::Plain(tcp),
+            Some((connector, name)) => match connector.connect(name.clone(), tcp).await {
+                Ok(tls) => Io::Tls(Box::new(tls)),
+                Err(e) => {
+                    tracing::warn!("TLS handshake with the backend failed: {e}");
+                    return Err(SendError::Connect);
+                }
+            },
+        };
+        Ok(Conn::new(io))
+    }
+}
+
+/// The framing the backend gets: none for a bodiless GET, the length when it is known, chunked for
+/// a client stream of unknown length.
+fn body_length(method: &Method, body: &RequestBody) -> BodyLength {
+    let empty = match body {
+        RequestBody::Empty => true,
+        RequestBody::Full(bytes) => return BodyLength::Known(bytes.len() as u64),
+        RequestBody::Stream(stream) => {
+            if stream.is_end_stream() {
+                true
+            } else if let Some(n) = stream.size_hint().exact() {
+                return BodyLength::Known(n);
+            } else {
+                return BodyLength::Chunked;
+            }
+        }
+    };
+    debug_assert!(empty);
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        BodyLength::Known(0)
+    } else {
+        BodyLength::None
+    }
+}
+
+/// Writes the request and reads the answer head on `conn`. Returns the head and whether the
+/// connection may be reused (the request went out whole).
+async fn attempt(
+    conn: &mut Conn,
+    method: &Method,
+    head: &[u8],
+    body: &mut RequestBody,
+    length: BodyLength,
+) -> Result<(Head, bool), Failed> {
+    if let Err((error, consumed)) = send_request(conn, head, body, length).await {
+        // The client's body failed: nothing the backend did; the exchange is over.
+        if let SendError::Body(_) = error {
+            return Err(Failed {
+                error,
+                repeatable: false,
+            });
+        }
+        // The backend stopped taking the request. It may have answered already (a backend refusing
+        // an upload answers before reading it all): that answer is worth more than a 502.
+        return match read_head(conn, method).await {
+            Ok(answer) => Ok((answer, false)),
+            Err(_) => Err(Failed {
+                error,
+                repeatable: !consumed,
+            }),
+        };
+    }
+    match read_head(conn, method).await {
+        Ok(answer) => Ok((answer, true)),
+        Err(error) => {
+            // A connection closed with no byte of answer: the backend dropped an idle connection
+            // just as it was taken. Bodies held whole can go again; a streamed one is used up.
+            let repeatable = conn.buf.is_empty()
+                && matches!(error, SendError::Io(_))
+                && !matches!(body, RequestBody::Stream(_));
+            Err(Failed { error, repeatable })
+        }
+    }
+}
+
+/// Writes the head and the body. On failure, says whether any of a streamed body was consumed.
+async fn send_request(
+    conn: &mut Conn,
+    head: &[u8],
+    body: &mut RequestBody,
+    length: BodyLength,
+) -> Result<(), (SendError, bool)> {
+    let io_error = |consumed| move |e| (SendError::Io(e), consumed);
+    match body {
+        RequestBody::Empty => conn.io.write_all(head).await.map_err(io_error(false))?,
+        RequestBody::Full(bytes) if bytes.len() <= COALESCE => {
+            let mut out = Vec::with_capacity(head.len() + bytes.len());
+            out.extend_from_slice(head);
+            out.extend_from_slice(bytes);
+            conn.io.write_all(&out).await.map_err(io_error(false))?;
+        }
+        RequestBody::Full(bytes) => {
+            conn.io.write_all(head).await.map_err(io_error(false))?;
+            conn.io.write_all(bytes).await.map_err(io_error(false))?;
+        }
+        RequestBody::Stream(stream) => {
+            conn.io.write_all(head).await.map_err(io_error(false))?;
+            let chunked = length == BodyLength::Chunked;
+            let mut framing = Vec::new();
+            while let Some(frame) = stream.frame().await {
+                let frame = frame.map_err(|e| (SendError::Body(e), true))?;
+                let Ok(mut data) = frame.into_data() else {
+                    continue; // trailers: not forwarded
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    framing.clear();
+                    wire::chunk_size_line(data.len(), &mut framing);
+                    conn.io.write_all(&framing).await.map_err(io_error(true))?;
+                }
+                while data.has_remaining() {
+                    let n = conn.io.write(data.chunk()).await.map_err(io_error(true))?;
+                    if n == 0 {
+                        return Err(io_error(true)(io::ErrorKind::WriteZero.into()));
+                    }
+                    data.advance(n);
+                }
+                if chunked {
+                    conn.io.write_all(b"\r\n").await.map_err(io_error(true))?;
+                }
+            }
+            if chunked {
+                conn.io
+                    .write_all(b"0\r\n\r\n")
+                    .await
+                    .map_err(io_error(true))?;
+            }
+        }
+    }
+    conn.io.flush().await.map_err(io_error(true))
+}
+
+/// Reads until the answer head is complete, skipping interim (1xx) answers.
+async fn read_head(conn: &mut Conn, method: &Method) -> Result<Head, SendError> {
+    loop {
+        if let Some(answer) = wire::parse_head(&conn.buf, method).map_err(SendError::Wire)? {
+            conn.buf.advance(answer.len);
+            if answer.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                return Err(SendError::Wire(WireError::Head(
+                    "unasked-for protocol switch",
+                )));
+            }
+            if answer.status.is_informational() {
+                continue;
+            }
+            return Ok(answer);
+        }
+        let n = conn.read_more().await.map_err(SendError::Io)?;
+        if n == 0 {
+            return Err(SendError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the backend closed the connection without answering",
+            )));
+        }
     }
 }
 
 /// Maps a failed exchange to what the sender should do: 413 for our own body limit, 502 otherwise
 /// (vmagent and Prometheus retry 5xx, so nothing is lost).
-fn classify_send_error(e: &SendError) -> (Option<UpstreamError>, GatewayError) {
-    let e = match e {
-        SendError::Connect => {
-            return (
-                Some(UpstreamError::Connect),
-                GatewayError::new(ErrorKind::BadGateway, "backend refused the connection"),
+fn classify_send_error(e: SendError) -> (Option<UpstreamError>, GatewayError) {
+    match e {
+        SendError::Connect => (
+            Some(UpstreamError::Connect),
+            GatewayError::new(ErrorKind::BadGateway, "backend refused the connection"),
+        ),
+        SendError::Body(e) if e.is::<http_body_util::LengthLimitError>() => (
+            None,
+            GatewayError::new(
+                ErrorKind::PayloadTooLarge,
+                "request body is larger than -maxRequestBodySize",
+            ),
+        ),
+        SendError::Body(_) => (
+            None,
+            GatewayError::new(
+                ErrorKind::BadRequest,
+                "the request body could not be read from the client",
+            ),
+        ),
+        SendError::Wire(e) => (
+            Some(UpstreamError::Broken),
+            GatewayError::new(ErrorKind::BadGateway, e.to_string()),
+        ),
+        SendError::Io(e) => {
+            tracing::debug!("backend exchange failed: {e}");
+            (
+                Some(UpstreamError::Broken),
+                GatewayError::new(
+                    ErrorKind::BadGateway,
+                    "the connection to the backend broke before it answered",
+                ),
             )
         }
-        SendError::Exchange(e) => e,
-    };
-    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return (
-                None,
-                GatewayError::new(
-                    ErrorKind::PayloadTooLarge,
-                    "request body is larger than -maxRequestBodySize",
-                ),
-            );
-        }
-        source = s.source();
     }
-    (
-        Some(UpstreamError::Broken),
-        GatewayError::new(
-            ErrorKind::BadGateway,
-            "the connection to the backend broke before it answered",
-        ),
-    )
 }
 
 /// Removes hop-by-hop headers, those named by `Connection`, and `Upgrade`.
@@ -588,7 +648,7 @@ impl ServerCertVerifier for NoVerification {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Empty};
+    use http::Request;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -630,7 +690,7 @@ mod tests {
 
     async fn get(upstream: &Upstream) -> Bytes {
         let (parts, ()) = Request::get("/").body(()).unwrap().into_parts();
-        let body = Empty::new().map_err(|e| match e {}).boxed_unsync();
+        let body = RequestBody::Empty;
         let client = ClientIp::new("127.0.0.1:1".parse().unwrap());
         let (response, _) = upstream
             .forward(

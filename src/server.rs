@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Empty, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -29,7 +29,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::flags::Config;
 use crate::limit::Limits;
 use crate::metrics::{Gauges, Metrics};
-use crate::proxy::{BackendBody, ClientIp, Upstream, UpstreamBody};
+use crate::proxy::{BackendBody, ClientIp, RequestBody, Upstream};
 use crate::rewrite::{self, Topology};
 use crate::route::{self, Route, RouteClass, RulesKind};
 
@@ -221,18 +221,11 @@ impl Gateway {
                     },
                 )
             })?;
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         let body = if write {
-            ReadBody::Stream(self.write_body(&parts.headers, body)?)
+            self.write_body(&parts.headers, body)?
         } else {
-            self.read_body(&mut parts.headers, body).await?
-        };
-        let body = match body {
-            ReadBody::Stream(b) => b,
-            ReadBody::Stripped(b, dropped) => {
-                self.metrics.stripped(dropped);
-                b
-            }
+            self.read_body(&parts.headers, body).await?
         };
         let (target, dropped) = rewrite::upstream_target(
             self.topology,
@@ -270,7 +263,7 @@ impl Gateway {
         &self,
         headers: &http::HeaderMap,
         body: Incoming,
-    ) -> Result<UpstreamBody, GatewayError> {
+    ) -> Result<RequestBody, GatewayError> {
         if let Some(media) = media_type(headers)? {
             if media.eq_ignore_ascii_case(FORM) || media.eq_ignore_ascii_case("multipart/form-data")
             {
@@ -281,21 +274,22 @@ impl Gateway {
             }
         }
         self.check_declared_length(&body)?;
-        Ok(Limited::new(body, self.config.max_request_body_size as usize).boxed_unsync())
+        Ok(RequestBody::Stream(Limited::new(
+            body,
+            self.config.max_request_body_size as usize,
+        )))
     }
 
     /// A read body is either empty (streamed as is) or an urlencoded form, which is read whole (behind
     /// `-maxFormBodySize`) and stripped. Anything else could hide arguments from us: 415.
     async fn read_body(
         &self,
-        headers: &mut http::HeaderMap,
+        headers: &http::HeaderMap,
         body: Incoming,
-    ) -> Result<ReadBody, GatewayError> {
+    ) -> Result<RequestBody, GatewayError> {
         let form = media_type(headers)?.is_some_and(|media| media.eq_ignore_ascii_case(FORM));
         if body.is_end_stream() && !form {
-            return Ok(ReadBody::Stream(
-                Empty::new().map_err(|e| match e {}).boxed_unsync(),
-            ));
+            return Ok(RequestBody::Empty);
         }
         if !form {
             return Err(GatewayError::new(
@@ -321,13 +315,8 @@ impl Gateway {
         let (stripped, dropped) = rewrite::strip_form_body(&bytes).map_err(|_| {
             GatewayError::new(ErrorKind::BadRequest, "form body is not valid UTF-8")
         })?;
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stripped.len()));
-        Ok(ReadBody::Stripped(
-            Full::new(Bytes::from(stripped))
-                .map_err(|e| match e {})
-                .boxed_unsync(),
-            dropped,
-        ))
+        self.metrics.stripped(dropped);
+        Ok(RequestBody::Full(Bytes::from(stripped)))
     }
 
     fn check_declared_length(&self, body: &Incoming) -> Result<(), GatewayError> {
@@ -396,11 +385,6 @@ impl Gateway {
         );
         Ok(response)
     }
-}
-
-enum ReadBody {
-    Stream(UpstreamBody),
-    Stripped(UpstreamBody, usize),
 }
 
 fn form_too_large() -> GatewayError {

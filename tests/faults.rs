@@ -225,20 +225,21 @@ fn a_backend_closing_mid_answer_is_not_passed_off_as_complete() {
         }
     });
     let gate = Gate::start(&[format!("-read.url={backend_url}")]);
-    let r = http_client()
-        .get(format!("{}/api/v1/query?query=1", gate.url))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "headers had arrived");
-    assert!(
-        r.bytes().is_err(),
-        "a truncated body must surface as an error, not a short success"
-    );
-    let r = http_client()
-        .get(format!("{}/api/v1/query?query=1", gate.url))
-        .send()
-        .unwrap();
-    assert!(r.bytes().is_err());
+    for _ in 0..2 {
+        // The head and the cut-off body arrive together, so whether the client sees the 200 before
+        // the connection breaks depends on timing; what it must never see is a complete answer.
+        let outcome = http_client()
+            .get(format!("{}/api/v1/query?query=1", gate.url))
+            .send()
+            .and_then(|r| {
+                assert_eq!(r.status(), 200, "a head that arrives is passed on as it is");
+                r.bytes()
+            });
+        assert!(
+            outcome.is_err(),
+            "a truncated body must surface as an error, not a short success: {outcome:?}"
+        );
+    }
     server.join().unwrap();
     let r = http_client()
         .get(format!("{}/health", gate.url))

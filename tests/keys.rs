@@ -85,15 +85,6 @@ fn with(mut args: Vec<String>, more: &[String]) -> Vec<String> {
     args
 }
 
-/// Polls `check` every 50 ms until it holds, or panics after `limit` with `what`.
-fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn idp_tokens_are_accepted_via_discovery_and_via_jwks_url() {
     let dir = tempdir();
@@ -479,26 +470,6 @@ fn documented_vmgateway_command_lines_start_and_serve() {
     }
 }
 
-/// A test CA (`ca.pem`) and a certificate it signed for 127.0.0.1 (`server.pem`, `server.key`), made with
-/// rcgen so the test needs no openssl command.
-fn test_ca(dir: &std::path::Path) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "tenantgate test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
-}
-
 #[test]
 fn keys_over_https_are_trusted_through_the_ca_file_flag() {
     let dir = tempdir();
@@ -508,23 +479,14 @@ fn keys_over_https_are_trusted_through_the_ca_file_flag() {
     // nginx terminates TLS in front of the IdP's JWKS.
     let tls_port = free_port();
     let d = dir.path().display().to_string();
-    let mut conf = std::fs::read_to_string(repo_root().join("tests/support/nginx-preamble.conf"))
-        .unwrap()
-        .replace("__DIR__", &d);
-    conf.push_str(&format!(
-        "server {{\n listen 127.0.0.1:{tls_port} ssl;\n ssl_certificate {d}/server.pem;\n ssl_certificate_key {d}/server.key;\n location / {{ proxy_pass http://127.0.0.1:{}; }}\n}}\n}}\n",
-        idp.port
-    ));
-    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-    let mut cmd = std::process::Command::new(deps().get("TG_NGINX"));
-    cmd.arg("-p")
-        .arg(format!("{d}/"))
-        .arg("-c")
-        .arg(dir.path().join("nginx.conf"))
-        .arg("-e")
-        .arg("stderr");
     // Declared before the gateways, so dropped after them; stopped with SIGTERM even on a panic.
-    let _nginx = Proc::spawn("nginx", cmd, dir.path().join("nginx.log"));
+    let _nginx = nginx(
+        dir.path(),
+        &format!(
+            "server {{\n listen 127.0.0.1:{tls_port} ssl;\n ssl_certificate {d}/server.pem;\n ssl_certificate_key {d}/server.key;\n location / {{ proxy_pass http://127.0.0.1:{}; }}\n}}\n",
+            idp.port
+        ),
+    );
     let jwks = format!("https://127.0.0.1:{tls_port}/jwks");
     eventually(Duration::from_secs(10), "nginx listening", || {
         std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()

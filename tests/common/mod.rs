@@ -344,10 +344,7 @@ impl Cluster {
             .map(|t| (t.to_string(), Victoria::start()))
             .collect();
         let (insert, select) = (free_port(), free_port());
-        let preamble = fs::read_to_string(repo_root().join("tests/support/nginx-preamble.conf"))
-            .unwrap()
-            .replace("__DIR__", &dir.path().display().to_string());
-        let mut conf = preamble;
+        let mut conf = String::new();
         for (kind, port) in [("insert", insert), ("select", select)] {
             conf.push_str(&format!(
                 "server {{\n listen 127.0.0.1:{port};\n client_max_body_size 0;\n"
@@ -360,17 +357,7 @@ impl Cluster {
             }
             conf.push_str(" location / { return 404 \"no such tenant or path in the cluster stand-in\\n\"; }\n}\n");
         }
-        conf.push_str("}\n");
-        let conf_path = dir.path().join("nginx.conf");
-        fs::write(&conf_path, conf).unwrap();
-        let mut cmd = Command::new(deps().get("TG_NGINX"));
-        cmd.arg("-p")
-            .arg(format!("{}/", dir.path().display()))
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg("stderr");
-        let nginx = Proc::spawn("nginx", cmd, dir.path().join("nginx.log"));
+        let nginx = nginx(dir.path(), &conf);
         let insert_url = format!("http://127.0.0.1:{insert}");
         let select_url = format!("http://127.0.0.1:{select}");
         let probe = format!("{select_url}/select/{}/health", tenants[0]);
@@ -383,6 +370,56 @@ impl Cluster {
             _dir: dir,
         }
     }
+}
+
+/// Polls `check` every 50 ms until it holds, or panics after `limit` with `what`.
+pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts nginx (Debian's, from `.deps`) with the test preamble and `servers` (`server { ... }` blocks)
+/// in `dir`, which holds its config, pid, temp files and log. Stopped by SIGTERM when dropped.
+pub fn nginx(dir: &Path, servers: &str) -> Proc {
+    let d = dir.display().to_string();
+    let mut conf = fs::read_to_string(repo_root().join("tests/support/nginx-preamble.conf"))
+        .unwrap()
+        .replace("__DIR__", &d);
+    conf.push_str(servers);
+    conf.push_str("}\n");
+    let conf_path = dir.join("nginx.conf");
+    fs::write(&conf_path, conf).unwrap();
+    let mut cmd = Command::new(deps().get("TG_NGINX"));
+    cmd.arg("-p")
+        .arg(format!("{d}/"))
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg("stderr");
+    Proc::spawn("nginx", cmd, dir.join("nginx.log"))
+}
+
+/// A test CA (`ca.pem`) and a certificate it signed for 127.0.0.1 (`server.pem`, `server.key`) in
+/// `dir`, made with rcgen so no test needs the openssl command.
+pub fn test_ca(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tenantgate test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
 }
 
 /// A running tenantgate binary.
