@@ -135,6 +135,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     /// How long an idle keep-alive client connection stays open (`-http.idleConnTimeout`).
     pub idle_conn_timeout: Duration,
+    /// Threads serving requests; 0 means one per CPU (`-http.workers`).
+    pub workers: usize,
     /// How long a client may take to send request headers, against slow-loris clients (`-http.headerReadTimeout`).
     pub header_read_timeout: Duration,
     /// Largest request body accepted; larger ones get 413 (`-maxRequestBodySize`).
@@ -211,6 +213,7 @@ impl fmt::Debug for Config {
             max_graceful_shutdown,
             shutdown_delay,
             idle_conn_timeout,
+            workers,
             header_read_timeout,
             max_request_body_size,
             max_form_body_size,
@@ -258,6 +261,7 @@ impl fmt::Debug for Config {
             .field("max_graceful_shutdown", max_graceful_shutdown)
             .field("shutdown_delay", shutdown_delay)
             .field("idle_conn_timeout", idle_conn_timeout)
+            .field("workers", workers)
             .field("header_read_timeout", header_read_timeout)
             .field("max_request_body_size", max_request_body_size)
             .field("max_form_body_size", max_form_body_size)
@@ -370,6 +374,7 @@ const FLAGS: &[FlagSpec] = &[
     flag("maxConcurrentRequestsPerTenant", Kind::Int, "0", "Maximum number of requests served at once for one tenant; further requests get 429. 0 means unlimited"),
     // HTTP server.
     flag("http.maxGracefulShutdownDuration", Kind::Duration, "7s", "The maximum duration for a graceful shutdown of the HTTP server. A highly loaded server may require increased value for a graceful shutdown"),
+    flag("http.workers", Kind::Int, "0", "Threads serving requests. 0 means one per CPU available to the process"),
     flag("http.shutdownDelay", Kind::Duration, "0s", "Delay before the HTTP server shutdown. During it, /health answers 503 so load balancers stop sending new requests"),
     flag("http.idleConnTimeout", Kind::Duration, "1m0s", "How long an idle keep-alive client connection stays open"),
     flag("http.headerReadTimeout", Kind::Duration, "10s", "How long a client may take to send the request headers"),
@@ -671,6 +676,7 @@ fn build_config(given: &Given) -> Result<Config, FlagError> {
         logger_level: given.get("loggerLevel", parse_log_level)?,
         max_graceful_shutdown: given.get("http.maxGracefulShutdownDuration", parse_duration)?,
         shutdown_delay: given.get("http.shutdownDelay", parse_duration)?,
+        workers: given.get("http.workers", parse_workers)?,
         idle_conn_timeout: given.get("http.idleConnTimeout", parse_duration)?,
         header_read_timeout: given.get("http.headerReadTimeout", parse_duration)?,
         max_request_body_size: given.get("maxRequestBodySize", parse_size)?,
@@ -776,6 +782,14 @@ fn parse_usize(text: &str) -> Result<usize, String> {
         return Err("expected a non-negative integer".to_string());
     }
     text.parse().map_err(|_| "integer out of range".to_string())
+}
+
+/// A thread count: more than 1024 is a typo, and would fail at start-up anyway.
+fn parse_workers(text: &str) -> Result<usize, String> {
+    match parse_usize(text)? {
+        n if n > 1024 => Err("at most 1024 threads".to_string()),
+        n => Ok(n),
+    }
 }
 
 /// Go's `time.ParseDuration` ("1h30m", "1.5s", "500ms", "0"), without negative values.
@@ -1578,6 +1592,9 @@ mod tests {
             err("-read.url=http://a -auth.tokenCacheSize=99999999999999999999999")
                 .contains("out of range")
         );
+        assert_eq!(run("-read.url=http://a").workers, 0);
+        assert_eq!(run("-read.url=http://a -http.workers=1").workers, 1);
+        assert!(err("-read.url=http://a -http.workers=5000").contains("at most 1024"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - [`flags`]: Go-style command line (vmgateway-compatible) to a typed [`flags::Config`]; no I/O.
-//! - [`server`]: listeners, TLS, the request pipeline, `/health`, `/metrics`, graceful shutdown.
+//! - [`listen`]: start-up, one accept loop per CPU thread, TLS handshakes, graceful shutdown.
+//! - [`server`]: the request pipeline, `/health`, `/metrics`.
 //! - [`route`]: pure; `(method, path)` to a [`route::Route`] or a refusal. An allow-list.
 //! - [`auth`]: token from headers to a verified [`auth::Grant`], with the verified-token cache.
 //!   - [`auth::claims`]: pure; `vm_access` in both layouts, object or string.
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod error;
 pub mod flags;
 pub mod limit;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -133,9 +133,15 @@ pub enum WireError {
 /// Parses the answer head at the start of `buf`, if it is all there (`Ok(None)`: read more).
 /// `method` is the request's: answers to HEAD have no body whatever they say.
 pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<Head>, WireError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut answer = httparse::Response::new(&mut slots);
-    let len = match answer.parse(buf) {
+    // Uninitialised slots: filling 100 empty headers would cost more than parsing a small head.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut answer = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut answer,
+        buf,
+        &mut slots,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             return Err(WireError::HeadTooLarge)
