@@ -40,7 +40,7 @@ use crate::flags::UpstreamTls;
 use crate::metrics::UpstreamError;
 pub use conn::BackendBody;
 use conn::{Conn, Io, Pool};
-use wire::{BodyLength, Head, WireError};
+use wire::{is_hop_by_hop, BodyLength, Head, WireError};
 
 /// Errors a body may produce on its way to the backend (a client that went away, a size limit).
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -58,18 +58,6 @@ pub enum RequestBody {
 
 /// Bodies up to this size leave in the same write as the head.
 const COALESCE: usize = 16 * 1024;
-
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus `Proxy-*`.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
 
 /// Client headers the backend must never see: identities, and tenant selectors some backends honour.
 const PRIVATE: [HeaderName; 7] = [
@@ -219,8 +207,7 @@ impl Upstream {
             };
             match attempt(&mut conn, method, &head, &mut body, length).await {
                 Ok((answer, reusable)) => {
-                    let mut headers = answer.headers;
-                    remove_hop_by_hop(&mut headers);
+                    let headers = answer.headers;
                     let keep_alive = answer.keep_alive && reusable;
                     let body =
                         BackendBody::new(conn, answer.framing, keep_alive, self.pool.clone());
@@ -462,12 +449,6 @@ fn classify_send_error(e: SendError) -> (Option<UpstreamError>, GatewayError) {
     }
 }
 
-/// Removes hop-by-hop headers, those named by `Connection`, and `Upgrade`.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    remove_named_by_connection(headers);
-    remove_where(headers, is_hop_by_hop);
-}
-
 /// Everything a client may not pass to a backend.
 pub fn clean_request_headers(headers: &mut HeaderMap, auth_header: &HeaderName) {
     remove_named_by_connection(headers);
@@ -479,10 +460,6 @@ pub fn clean_request_headers(headers: &mut HeaderMap, auth_header: &HeaderName) 
             || name == header::EXPECT
             || name == header::HOST
     });
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == header::UPGRADE
 }
 
 /// Removes every header whose name satisfies `doomed`. A request carries a handful of headers and
@@ -782,7 +759,7 @@ mod tests {
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        remove_hop_by_hop(&mut h);
+        clean_request_headers(&mut h, &header::AUTHORIZATION);
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, vec!["content-length", "x-kept"]);

@@ -22,7 +22,7 @@ use tokio_rustls::client::TlsStream;
 use super::wire::{ChunkedDecoder, Decoded, Framing};
 
 /// How much room a read asks for: most answers fit in one read; big ones come in 64 KiB steps.
-const READ_SIZE: usize = 16 * 1024;
+const READ_SIZE: usize = 4 * 1024;
 const BIG_READ_SIZE: usize = 64 * 1024;
 
 /// A backend socket.

@@ -159,30 +159,43 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<Head>, WireError
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
+    // Hop-by-hop headers describe this connection, not the answer: read for framing, never kept.
     let mut headers = HeaderMap::with_capacity(answer.headers.len());
+    let mut connection = Connection::default();
+    let mut transfer_encoding: Option<Vec<u8>> = None;
     for h in answer.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| WireError::Head("header name"))?;
         let value =
             HeaderValue::from_bytes(h.value).map_err(|_| WireError::Head("header value"))?;
-        headers.append(name, value);
+        if name == header::CONNECTION {
+            connection.add(h.value);
+        } else if name == header::TRANSFER_ENCODING {
+            let codings = transfer_encoding.get_or_insert_with(Vec::new);
+            codings.extend_from_slice(b",");
+            codings.extend_from_slice(h.value);
+        } else if !is_hop_by_hop(&name) {
+            headers.append(name, value);
+        }
+    }
+    for named in &connection.names {
+        headers.remove(named);
     }
 
-    let mut keep_alive =
-        version == Version::HTTP_11 && !has_token(&headers, header::CONNECTION, "close");
+    let mut keep_alive = version == Version::HTTP_11 && !connection.close;
     let no_body = method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let framing = if no_body {
         Framing::Empty
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if let Some(codings) = transfer_encoding {
         // Transfer-Encoding overrides Content-Length (§6.3 3); a message with both is suspect, so the
         // connection is not reused, and the length must not reach the client as if it were true.
         if headers.remove(header::CONTENT_LENGTH).is_some() {
             keep_alive = false;
         }
-        if last_coding_is_chunked(&headers) {
+        if last_coding_is_chunked(&codings) {
             Framing::Chunked
         } else {
             keep_alive = false;
@@ -222,22 +235,58 @@ fn content_length(headers: &HeaderMap) -> Result<u64, WireError> {
     length.ok_or(WireError::Head("bad content-length"))
 }
 
-fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
-    let last = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+fn last_coding_is_chunked(codings: &[u8]) -> bool {
+    codings
+        .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
-        .rfind(|c| !c.is_empty());
-    last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+        .rfind(|c| !c.is_empty())
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
 }
 
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+/// What an answer's `Connection` headers say: `close`, and other headers that are hop-by-hop.
+#[derive(Default)]
+struct Connection {
+    close: bool,
+    names: Vec<HeaderName>,
+}
+
+impl Connection {
+    fn add(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive") {
+                // The usual value: nothing to remember.
+            } else if let Ok(name) = HeaderName::from_bytes(token) {
+                // Never let Connection remove what the client needs to decode the body.
+                if name != header::CONTENT_LENGTH
+                    && name != header::CONTENT_TYPE
+                    && name != header::CONTENT_ENCODING
+                {
+                    self.names.push(name);
+                }
+            }
+        }
+    }
+}
+
+/// Headers that describe one connection (RFC 9110 §7.6.1), plus `Proxy-*` and `Upgrade`: never
+/// forwarded, in either direction.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Whether `name` is one of [`HOP_BY_HOP`].
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
 }
 
 /// What the chunked decoder made of the bytes it had.
@@ -477,6 +526,21 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: X-Other , keep-alive, Content-Length\r\nconnection: x-more\r\n\
+             Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nTrailer: x\r\nProxy-Connection: x\r\n\
+             Content-Length: 2\r\nX-Other: 1\r\nX-More: 1\r\nX-Kept: 1\r\n\r\nok",
+        )
+        .unwrap()
+        .unwrap();
+        let mut left: Vec<_> = h.headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-length", "x-kept"]);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(2), true));
+    }
+
+    #[test]
     fn bodiless_answers() {
         for text in [
             "HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n",
@@ -501,7 +565,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
-        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
