@@ -113,3 +113,48 @@ pub fn flags(data: &[u8]) {
     };
     let _ = tenantgate::flags::parse(args, &env);
 }
+
+/// Any bytes as a backend's answer: the head parser and the chunked decoder never panic, never claim
+/// more bytes than they were given, and the decoder reads the same body however the bytes are split
+/// across reads.
+pub fn wire(data: &[u8]) {
+    use tenantgate::proxy::wire::parse_head;
+    for method in [http::Method::GET, http::Method::HEAD] {
+        if let Ok(Some(head)) = parse_head(data, &method) {
+            assert!(head.len <= data.len());
+        }
+    }
+    let whole = chunked(data, data.len().max(1));
+    let step = 1 + data.first().map_or(0, |b| usize::from(*b) % 7);
+    assert_eq!(whole, chunked(data, step), "split every {step} bytes");
+}
+
+/// Feeds `data` to a chunked decoder `step` bytes at a time: the body, and what was left after the
+/// last chunk (`None` if it never ended), or the error.
+fn chunked(data: &[u8], step: usize) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+    use tenantgate::proxy::wire::{ChunkedDecoder, Decoded};
+    let mut decoder = ChunkedDecoder::default();
+    let mut buf = bytes::BytesMut::new();
+    let mut body = Vec::new();
+    let mut fed = 0;
+    loop {
+        match decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+            Decoded::Data(d) => {
+                assert!(!d.is_empty());
+                body.extend_from_slice(&d);
+            }
+            Decoded::End => {
+                let mut rest = buf.to_vec();
+                rest.extend_from_slice(&data[fed..]);
+                return Ok((body, Some(rest)));
+            }
+            Decoded::NeedMore if fed == data.len() => return Ok((body, None)),
+            Decoded::NeedMore => {
+                let next = (fed + step).min(data.len());
+                buf.extend_from_slice(&data[fed..next]);
+                fed = next;
+            }
+        }
+        assert!(body.len() <= data.len());
+    }
+}

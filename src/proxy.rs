@@ -13,7 +13,7 @@
 //! identity headers, headers that carry a tenant to some backends) is removed here, in one place.
 
 mod conn;
-mod wire;
+pub mod wire;
 
 use std::error::Error as StdError;
 use std::fs;

@@ -31,7 +31,8 @@ fn kept_fuzz_inputs_stay_fixed() {
     let total = replay("token", checks::token)
         + replay("rewrite", checks::rewrite)
         + replay("route", checks::route)
-        + replay("flags", checks::flags);
+        + replay("flags", checks::flags)
+        + replay("wire", checks::wire);
     assert!(
         total > 0,
         "no kept inputs: the seeds in fuzz/regressions are missing"

@@ -218,6 +218,16 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<Head>, WireError
 
 /// The one length every `Content-Length` field (and list element) agrees on (§8.6).
 fn content_length(headers: &HeaderMap) -> Result<u64, WireError> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    // The usual case, one field of plain digits, without splitting and trimming.
+    if let (Some(value), None) = (values.next(), values.next()) {
+        let digits = value.as_bytes();
+        if !digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit) {
+            return Ok(digits
+                .iter()
+                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')));
+        }
+    }
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
