@@ -40,7 +40,7 @@ def main():
 
     print("| target | req/s | vs nginx | p50 ms | p99 ms | p99.9 ms | non-2xx+sock err | load 1m |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    order = ["direct", "nginx", "hyper-bare", "tg-rs256", "base-rs256", "tg-es256", "tg-nocache", "tg-rotate", "nginx-post",
+    order = ["direct", "nginx", "hyper-bare", "tg-rs256", "base-rs256", "tg-1worker", "tg-es256", "tg-nocache", "tg-rotate", "nginx-post",
              "tg-post", "base-post", "nginx-write", "tg-write", "paced-nginx", "paced-tg"]
     for t in order:
         if t not in rows:

@@ -133,7 +133,7 @@ pub struct Config {
     pub max_graceful_shutdown: Duration,
     /// How long `/health` reports shutting down before the listener closes, so load balancers move away (`-http.shutdownDelay`).
     pub shutdown_delay: Duration,
-    /// How long an idle keep-alive client connection stays open (`-http.idleConnTimeout`).
+    /// How long an idle keep-alive backend connection is kept for reuse (`-http.idleConnTimeout`).
     pub idle_conn_timeout: Duration,
     /// Threads serving requests; 0 means one per CPU (`-http.workers`).
     pub workers: usize,
@@ -376,8 +376,8 @@ const FLAGS: &[FlagSpec] = &[
     flag("http.maxGracefulShutdownDuration", Kind::Duration, "7s", "The maximum duration for a graceful shutdown of the HTTP server. A highly loaded server may require increased value for a graceful shutdown"),
     flag("http.workers", Kind::Int, "0", "Threads serving requests. 0 means one per CPU available to the process"),
     flag("http.shutdownDelay", Kind::Duration, "0s", "Delay before the HTTP server shutdown. During it, /health answers 503 so load balancers stop sending new requests"),
-    flag("http.idleConnTimeout", Kind::Duration, "1m0s", "How long an idle keep-alive client connection stays open"),
-    flag("http.headerReadTimeout", Kind::Duration, "10s", "How long a client may take to send the request headers"),
+    flag("http.idleConnTimeout", Kind::Duration, "1m0s", "How long an idle keep-alive connection to a backend is kept for reuse"),
+    flag("http.headerReadTimeout", Kind::Duration, "10s", "How long a client may take to send the request headers. It also bounds how long an idle keep-alive client connection stays open, as the next request's headers are awaited"),
     flag("tls", Kind::Bool, "false", "Whether to enable TLS (aka HTTPS) for incoming requests. -tlsCertFile and -tlsKeyFile must be set if -tls is set"),
     flag("tlsCertFile", Kind::String, "", "Path to file with TLS certificate if -tls is set"),
     flag("tlsKeyFile", Kind::String, "", "Path to file with TLS key if -tls is set"),
