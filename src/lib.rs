@@ -17,6 +17,8 @@
 //! - [`limit`]: global and per-tenant concurrency limits (429).
 //! - [`rewrite`]: pure; upstream path with tenant, client restriction arguments stripped, grant's added.
 //! - [`proxy`]: the only code that talks to backends; header hygiene and streaming.
+//!   - [`proxy::wire`]: pure; HTTP/1.1 request heads out, answer heads and chunked bodies in.
+//!   - `proxy::conn`: backend sockets, the idle pool, the streamed answer body.
 //! - [`metrics`]: the gateway's own counters and histograms.
 //! - [`error`]: one error type; its kind decides status, JSON body and metric label.
 //! - [`logging`]: VictoriaMetrics-style or JSON log lines.
