@@ -36,24 +36,55 @@ fn export_through(gate: &Gate, token: &str, metric: &str) -> Vec<String> {
     lines
 }
 
-#[test]
-fn https_backends_are_verified_and_stream_both_ways() {
-    let vm = Victoria::start();
-    let dir = tempdir();
-    test_ca(dir.path());
-    let d = dir.path().display().to_string();
-    let tls_port = free_port();
-    let _nginx = nginx(
-        dir.path(),
+/// nginx in front of `vm` on a free port, with `directives` in its server block; with `tls` it
+/// terminates TLS with a certificate from a fresh test CA (`dir/ca.pem`). Returns nginx and its URL.
+fn nginx_in_front(
+    vm: &Victoria,
+    dir: &std::path::Path,
+    tls: bool,
+    directives: &str,
+) -> (Proc, String) {
+    let port = free_port();
+    let d = dir.display().to_string();
+    let listen = if tls {
+        test_ca(dir);
+        format!(
+            "{port} ssl;\n ssl_certificate {d}/server.pem;\n ssl_certificate_key {d}/server.key"
+        )
+    } else {
+        port.to_string()
+    };
+    let proc = nginx(
+        dir,
         &format!(
-            "server {{\n listen 127.0.0.1:{tls_port} ssl;\n ssl_certificate {d}/server.pem;\n ssl_certificate_key {d}/server.key;\n client_max_body_size 0;\n location / {{ proxy_pass http://127.0.0.1:{}; proxy_http_version 1.1; proxy_request_buffering off; }}\n}}\n",
+            "server {{\n listen 127.0.0.1:{listen};\n {directives}\n location / {{ proxy_pass http://127.0.0.1:{}; proxy_http_version 1.1; proxy_request_buffering off; }}\n}}\n",
             vm.port
         ),
     );
     eventually(Duration::from_secs(10), "nginx listening", || {
-        std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    let backend = format!("https://127.0.0.1:{tls_port}");
+    let scheme = if tls { "https" } else { "http" };
+    (proc, format!("{scheme}://127.0.0.1:{port}"))
+}
+
+/// Imports `body` (Prometheus text) through the gateway with `token`; VictoriaMetrics must answer 204.
+fn import(gate: &Gate, token: &str, body: impl Into<reqwest::blocking::Body>) {
+    let r = http_client()
+        .post(format!("{}/api/v1/import/prometheus", gate.url))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", body_text(r));
+}
+
+#[test]
+fn https_backends_are_verified_and_stream_both_ways() {
+    let vm = Victoria::start();
+    let dir = tempdir();
+    let (_nginx, backend) = nginx_in_front(&vm, dir.path(), true, "client_max_body_size 0;");
+    let d = dir.path().display().to_string();
     let signer = Signer::rsa();
     let token = signer.token(DEV);
     let gate = Gate::start_secured(
@@ -67,22 +98,10 @@ fn https_backends_are_verified_and_stream_both_ways() {
     );
 
     // 3,000 series up (about 100 KB, sent with a length), and back as VictoriaMetrics' chunked export.
-    let r = http_client()
-        .post(format!("{}/api/v1/import/prometheus", gate.url))
-        .bearer_auth(&token)
-        .body(many_series("tls_metric", 3000))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204, "{}", body_text(r));
+    import(&gate, &token, many_series("tls_metric", 3000));
     // A chunked upload of unknown length goes out chunked.
     let stream = std::io::Cursor::new(many_series("tls_chunked", 500).into_bytes());
-    let r = http_client()
-        .post(format!("{}/api/v1/import/prometheus", gate.url))
-        .bearer_auth(&token)
-        .body(reqwest::blocking::Body::new(stream))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204, "{}", body_text(r));
+    import(&gate, &token, reqwest::blocking::Body::new(stream));
     vm.flush();
     assert_eq!(
         vm.wait_series(r#"tls_metric{team="dev"}"#, 3000).len(),
@@ -110,19 +129,13 @@ fn https_backends_are_verified_and_stream_both_ways() {
 fn connections_the_backend_closes_or_limits_are_never_an_error() {
     let vm = Victoria::start();
     let dir = tempdir();
-    let port = free_port();
     // nginx closes a keep-alive connection after 300 ms idle, and after every third request.
-    let _nginx = nginx(
+    let (_nginx, backend) = nginx_in_front(
+        &vm,
         dir.path(),
-        &format!(
-            "server {{\n listen 127.0.0.1:{port};\n keepalive_timeout 300ms;\n keepalive_requests 3;\n location / {{ proxy_pass http://127.0.0.1:{}; proxy_http_version 1.1; }}\n}}\n",
-            vm.port
-        ),
+        false,
+        "keepalive_timeout 300ms;\n keepalive_requests 3;",
     );
-    eventually(Duration::from_secs(10), "nginx listening", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let backend = format!("http://127.0.0.1:{port}");
     let signer = Signer::rsa();
     let token = signer.token(DEV);
     let gate = Gate::start_secured(
@@ -132,13 +145,7 @@ fn connections_the_backend_closes_or_limits_are_never_an_error() {
             format!("-write.url={backend}"),
         ],
     );
-    let r = http_client()
-        .post(format!("{}/api/v1/import/prometheus", gate.url))
-        .bearer_auth(&token)
-        .body(many_series("ka_metric", 2000))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204, "{}", body_text(r));
+    import(&gate, &token, many_series("ka_metric", 2000));
     vm.flush();
     vm.wait_series(r#"ka_metric{team="dev"}"#, 2000);
     for round in 0..12 {
