@@ -138,13 +138,7 @@ fn connections_the_backend_closes_or_limits_are_never_an_error() {
     );
     let signer = Signer::rsa();
     let token = signer.token(DEV);
-    let gate = Gate::start_secured(
-        &signer,
-        &[
-            format!("-read.url={backend}"),
-            format!("-write.url={backend}"),
-        ],
-    );
+    let gate = Gate::start_secured(&signer, &read_write(&backend));
     import(&gate, &token, many_series("ka_metric", 2000));
     vm.flush();
     vm.wait_series(r#"ka_metric{team="dev"}"#, 2000);

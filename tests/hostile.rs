@@ -18,13 +18,7 @@ struct Scene {
 fn scene() -> Scene {
     let vm = Victoria::start();
     let signer = Signer::rsa();
-    let gate = Gate::start_secured(
-        &signer,
-        &[
-            format!("-read.url={}", vm.url),
-            format!("-write.url={}", vm.url),
-        ],
-    );
+    let gate = Gate::start_secured(&signer, &read_write(&vm.url));
     let r = http_client()
         .post(format!("{}/api/v1/import/prometheus", vm.url))
         .body(import_lines(&[

@@ -68,11 +68,7 @@ fn health(gate: &Gate) -> (u16, String) {
 }
 
 fn backend_args(vm: &Victoria) -> Vec<String> {
-    vec![
-        "-enable.auth".into(),
-        format!("-read.url={}", vm.url),
-        format!("-write.url={}", vm.url),
-    ]
+    with(vec!["-enable.auth".into()], &read_write(&vm.url))
 }
 
 /// A backend nobody listens on: for tests whose requests must never get past authentication.

@@ -76,13 +76,7 @@ fn assert_complete(vm: &Victoria, agent: &Vmagent) {
 fn setup() -> (Victoria, Gate, Signer) {
     let vm = Victoria::start();
     let signer = Signer::rsa();
-    let gate = Gate::start_secured(
-        &signer,
-        &[
-            format!("-read.url={}", vm.url),
-            format!("-write.url={}", vm.url),
-        ],
-    );
+    let gate = Gate::start_secured(&signer, &read_write(&vm.url));
     (vm, gate, signer)
 }
 

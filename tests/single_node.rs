@@ -17,13 +17,7 @@ struct Scene {
 fn scene() -> Scene {
     let vm = Victoria::start();
     let signer = Signer::rsa();
-    let gate = Gate::start_secured(
-        &signer,
-        &[
-            format!("-read.url={}", vm.url),
-            format!("-write.url={}", vm.url),
-        ],
-    );
+    let gate = Gate::start_secured(&signer, &read_write(&vm.url));
     // Everyone's data, written straight into VictoriaMetrics.
     let body = import_lines(&[
         (r#"sn_metric{team="dev",job="a"}"#, 1.0),

@@ -9,13 +9,7 @@ fn bad_tokens_get_401_and_reach_no_backend() {
     let vm = Victoria::start();
     let signer = Signer::rsa();
     let stranger = Signer::rsa();
-    let gate = Gate::start_secured(
-        &signer,
-        &[
-            format!("-read.url={}", vm.url),
-            format!("-write.url={}", vm.url),
-        ],
-    );
+    let gate = Gate::start_secured(&signer, &read_write(&vm.url));
     let header = r#"{"alg":"RS256","typ":"JWT"}"#;
     let good_access = r#""vm_access":{"extra_labels":{"team":"dev"}}"#;
     let t = now();
@@ -142,10 +136,7 @@ fn bad_tokens_get_401_and_reach_no_backend() {
 #[test]
 fn raw_path_tricks_are_refused_before_any_backend() {
     let vm = Victoria::start();
-    let gate = Gate::start(&[
-        format!("-read.url={}", vm.url),
-        format!("-write.url={}", vm.url),
-    ]);
+    let gate = Gate::start(&read_write(&vm.url));
     for (target, want) in [
         ("/api/v1/../admin/tsdb/delete_series?match[]=x", 400),
         ("/api/v1/%2e%2e/admin/tsdb/delete_series?match[]=x", 400),

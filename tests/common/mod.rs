@@ -372,6 +372,11 @@ impl Cluster {
     }
 }
 
+/// `-read.url` and `-write.url` both pointing at `url`: the usual gateway in front of one backend.
+pub fn read_write(url: &str) -> Vec<String> {
+    vec![format!("-read.url={url}"), format!("-write.url={url}")]
+}
+
 /// Polls `check` every 50 ms until it holds, or panics after `limit` with `what`.
 pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
