@@ -149,7 +149,7 @@ impl Upstream {
         &self,
         mut parts: http::request::Parts,
         target: String,
-        body: RequestBody,
+        mut body: RequestBody,
         client: &ClientIp,
         auth_header: &HeaderName,
     ) -> Result<(Response<BackendBody>, Duration), (Option<UpstreamError>, GatewayError)> {
@@ -165,6 +165,13 @@ impl Upstream {
         let length = body_length(&parts.method, &body);
         let mut head = Vec::with_capacity(512);
         wire::encode_head(&mut head, &parts.method, &target, &parts.headers, length);
+        // A small body held whole leaves in the same write as the head (and goes again with it).
+        if let RequestBody::Full(bytes) = &body {
+            if bytes.len() <= COALESCE {
+                head.extend_from_slice(bytes);
+                body = RequestBody::Empty;
+            }
+        }
 
         let started = Instant::now();
         match tokio::time::timeout(
@@ -336,12 +343,6 @@ async fn send_request(
     let io_error = |consumed| move |e| (SendError::Io(e), consumed);
     match body {
         RequestBody::Empty => conn.io.write_all(head).await.map_err(io_error(false))?,
-        RequestBody::Full(bytes) if bytes.len() <= COALESCE => {
-            let mut out = Vec::with_capacity(head.len() + bytes.len());
-            out.extend_from_slice(head);
-            out.extend_from_slice(bytes);
-            conn.io.write_all(&out).await.map_err(io_error(false))?;
-        }
         RequestBody::Full(bytes) => {
             conn.io.write_all(head).await.map_err(io_error(false))?;
             conn.io.write_all(bytes).await.map_err(io_error(false))?;
@@ -388,7 +389,12 @@ async fn send_request(
 /// Reads until the answer head is complete, skipping interim (1xx) answers.
 async fn read_head(conn: &mut Conn, method: &Method) -> Result<Head, SendError> {
     loop {
-        if let Some(answer) = wire::parse_head(&conn.buf, method).map_err(SendError::Wire)? {
+        // Nothing to parse before the first read.
+        let parsed = match conn.buf.is_empty() {
+            true => None,
+            false => wire::parse_head(&conn.buf, method).map_err(SendError::Wire)?,
+        };
+        if let Some(answer) = parsed {
             conn.buf.advance(answer.len);
             if answer.status == http::StatusCode::SWITCHING_PROTOCOLS {
                 return Err(SendError::Wire(WireError::Head(
