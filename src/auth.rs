@@ -39,6 +39,8 @@ pub struct Grant {
     pub access: Access,
     /// Upstream arguments and tenant path, encoded once.
     pub args: GrantArgs,
+    /// `sub` and `client_id` of the token, for the audit log.
+    pub identity: Identity,
     /// Expiry (seconds since the epoch).
     exp: f64,
     /// Not-before, if any.
@@ -47,11 +49,21 @@ pub struct Grant {
     generation: u64,
 }
 
+/// Who a token names, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// `sub`.
+    pub subject: Option<Box<str>>,
+    /// `client_id` or `azp`.
+    pub client_id: Option<Box<str>>,
+}
+
 impl Grant {
     /// A grant for `access` that never expires: used when `-enable.auth` is off.
     pub fn open(access: Access) -> Grant {
         Grant {
             args: GrantArgs::new(&access),
+            identity: Identity::default(),
             access,
             exp: f64::INFINITY,
             nbf: None,
@@ -271,6 +283,10 @@ impl Authenticator {
         let verified = jwt::verify(token, &keys, &self.settings.verify, now)?;
         let grant = Arc::new(Grant {
             args: GrantArgs::new(&verified.access),
+            identity: Identity {
+                subject: verified.subject.map(Into::into),
+                client_id: verified.client_id.map(Into::into),
+            },
             access: verified.access,
             exp: verified.exp,
             nbf: verified.nbf,

@@ -84,6 +84,10 @@ impl AuthReason {
 pub enum ErrorKind {
     /// The token is missing or invalid: 401.
     Unauthorized(AuthReason),
+    /// `-httpAuth.*` credentials missing or wrong: 401 with a Basic challenge.
+    BasicAuth,
+    /// The `authKey` of `/metrics`, `/flags` or `/debug/pprof` missing or wrong: 401.
+    AuthKey,
     /// The token is valid but does not allow this operation or path: 403.
     Forbidden,
     /// tenantgate does not serve this path: 404.
@@ -112,7 +116,9 @@ impl ErrorKind {
     /// The HTTP status of the answer.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorKind::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ErrorKind::Unauthorized(_) | ErrorKind::BasicAuth | ErrorKind::AuthKey => {
+                StatusCode::UNAUTHORIZED
+            }
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -130,7 +136,9 @@ impl ErrorKind {
     /// The Prometheus API `errorType`, so Grafana shows a sensible category.
     pub fn error_type(self) -> &'static str {
         match self {
-            ErrorKind::Unauthorized(_) => "unauthorized",
+            ErrorKind::Unauthorized(_) | ErrorKind::BasicAuth | ErrorKind::AuthKey => {
+                "unauthorized"
+            }
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "bad_data",
@@ -153,6 +161,8 @@ pub struct GatewayError {
     pub kind: ErrorKind,
     /// Human-readable; never contains the token.
     pub message: Cow<'static, str>,
+    /// Seconds for `Retry-After` on retryable answers; 1 when not set.
+    pub retry_after: Option<u32>,
 }
 
 impl GatewayError {
@@ -161,7 +171,14 @@ impl GatewayError {
         GatewayError {
             kind,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling senders to retry after `seconds`.
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     /// A 401 for `reason`.
@@ -190,9 +207,18 @@ impl GatewayError {
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 );
             }
+            ErrorKind::BasicAuth => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"VictoriaMetrics\""),
+                );
+            }
             // Senders such as vmagent and Prometheus back off and retry on these.
             ErrorKind::TooManyRequests | ErrorKind::Unavailable => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(self.retry_after.unwrap_or(1)),
+                );
             }
             _ => {}
         }

@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod flags;
@@ -32,7 +33,11 @@ pub mod limit;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod outbound;
 pub mod proxy;
+pub mod push;
+pub mod reload;
 pub mod rewrite;
 pub mod route;
+pub mod secrets;
 pub mod server;

@@ -24,16 +24,27 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tenantgate::logging::init(config.logger_format, config.logger_level);
-    if !config.licence_flags_seen.is_empty() {
-        let names: Vec<String> = config
-            .licence_flags_seen
+    if let Err(e) = tenantgate::logging::init(&config.log) {
+        eprintln!("tenantgate: {e}");
+        return ExitCode::from(2);
+    }
+    let dashed = |names: &[String]| {
+        names
             .iter()
             .map(|n| format!("-{n}"))
-            .collect();
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !config.compat.licence_flags_seen.is_empty() {
         tracing::info!(
             "ignoring {}: tenantgate is open source and needs no licence",
-            names.join(", ")
+            dashed(&config.compat.licence_flags_seen)
+        );
+    }
+    if !config.compat.ignored_flags_seen.is_empty() {
+        tracing::info!(
+            "ignoring {}: Go runtime and storage tuning has no meaning in tenantgate",
+            dashed(&config.compat.ignored_flags_seen)
         );
     }
     match tenantgate::listen::run(config) {

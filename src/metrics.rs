@@ -8,7 +8,10 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub mod process;
+
 use crate::error::AuthReason;
+use crate::listen::watchdog::Verdict;
 use crate::route::RouteClass;
 
 /// Statuses counted individually; anything else lands in "other".
@@ -93,6 +96,12 @@ pub struct Metrics {
     stripped_args: AtomicU64,
     inflight: AtomicU64,
     concurrency_rejections: AtomicU64,
+    /// Client connections closed by tenantgate: idle, slow header, lifetime.
+    client_closes: [AtomicU64; 3],
+    proxy_protocol_refusals: AtomicU64,
+    tls_handshake_failures: AtomicU64,
+    /// Form-typed bodies forwarded on write paths (VictoriaMetrics' `curl -d` examples).
+    form_writes: AtomicU64,
 }
 
 /// Gauges owned elsewhere, read when `/metrics` is rendered.
@@ -105,6 +114,8 @@ pub struct Gauges {
     pub cache_misses: u64,
     /// Extra text from the key fetcher (per-source metrics), already in exposition format.
     pub key_sources: String,
+    /// More families owned by other parts (rate limits, pushes, the audit log), in exposition format.
+    pub extra: String,
 }
 
 fn status_index(status: u16) -> usize {
@@ -157,15 +168,55 @@ impl Metrics {
         self.concurrency_rejections.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records a client connection closed by the watchdog.
+    pub fn client_close(&self, why: Verdict) {
+        let i = match why {
+            Verdict::Keep => return,
+            Verdict::Idle => 0,
+            Verdict::SlowHeader => 1,
+            Verdict::Lifetime => 2,
+        };
+        self.client_closes[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a connection closed for a missing or bad PROXY protocol header.
+    pub fn proxy_protocol_refusal(&self) {
+        self.proxy_protocol_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a failed TLS handshake with a client (bad certificate, protocol, cipher).
+    pub fn tls_handshake_failure(&self) {
+        self.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a form-typed body forwarded on a write path.
+    pub fn form_write(&self) {
+        self.form_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a request in flight until the guard drops.
     pub fn inflight(&self) -> InflightGuard<'_> {
         self.inflight.fetch_add(1, Ordering::Relaxed);
         InflightGuard(&self.inflight)
     }
 
-    /// The exposition text.
-    pub fn render(&self, gauges: &Gauges) -> String {
-        let mut out = String::with_capacity(8192);
+    /// The exposition text; without `metadata` (`-metrics.exposeMetadata`, off by default as in
+    /// VictoriaMetrics) the `# HELP` and `# TYPE` lines are left out.
+    pub fn render(&self, gauges: &Gauges, metadata: bool) -> String {
+        let text = self.render_all(gauges);
+        if metadata {
+            return text;
+        }
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+
+    fn render_all(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(16384);
         out.push_str("# HELP tenantgate_requests_total Requests served, by route class and status.\n# TYPE tenantgate_requests_total counter\n");
         for class in RouteClass::ALL {
             for (i, counter) in self.requests[class as usize].iter().enumerate() {
@@ -206,6 +257,24 @@ impl Metrics {
                 self.auth_rejections[reason.index()].load(Ordering::Relaxed)
             );
         }
+        // vmgateway's name for the same count, so alerts written for vmgateway keep working.
+        let rejects: u64 = self
+            .auth_rejections
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        let _ = writeln!(
+            out,
+            "# HELP vmgateway_auth_rejects_total Refused tokens (vmgateway's name; tenantgate_auth_rejections_total has the reasons).\n# TYPE vmgateway_auth_rejects_total counter\nvmgateway_auth_rejects_total {rejects}"
+        );
+        out.push_str("# HELP tenantgate_client_connections_closed_total Client connections tenantgate closed: idle (-http.idleConnTimeout), slow_header (-http.headerReadTimeout), lifetime (-http.connTimeout).\n# TYPE tenantgate_client_connections_closed_total counter\n");
+        for (i, reason) in ["idle", "slow_header", "lifetime"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tenantgate_client_connections_closed_total{{reason=\"{reason}\"}} {}",
+                self.client_closes[i].load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP tenantgate_upstream_errors_total Failed exchanges with backends.\n# TYPE tenantgate_upstream_errors_total counter\n");
         for kind in UpstreamError::ALL {
             let _ = writeln!(
@@ -215,7 +284,25 @@ impl Metrics {
                 self.upstream_errors[kind as usize].load(Ordering::Relaxed)
             );
         }
-        let counters: [(&str, &str, &str, u64); 6] = [
+        let counters: [(&str, &str, &str, u64); 9] = [
+            (
+                "tenantgate_proxy_protocol_refusals_total",
+                "counter",
+                "Connections closed for a missing or invalid PROXY protocol header.",
+                self.proxy_protocol_refusals.load(Ordering::Relaxed),
+            ),
+            (
+                "tenantgate_tls_handshake_failures_total",
+                "counter",
+                "Failed TLS handshakes with clients.",
+                self.tls_handshake_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "tenantgate_form_writes_total",
+                "counter",
+                "Form-typed bodies forwarded on write paths (VictoriaMetrics reads write arguments from the URL only).",
+                self.form_writes.load(Ordering::Relaxed),
+            ),
             (
                 "tenantgate_stripped_arguments_total",
                 "counter",
@@ -265,6 +352,9 @@ impl Metrics {
             env!("CARGO_PKG_VERSION")
         );
         out.push_str(&gauges.key_sources);
+        out.push_str(&gauges.extra);
+        crate::reload::STATUS.render(&mut out);
+        process::render(&mut out);
         out
     }
 }
@@ -289,12 +379,16 @@ mod tests {
         m.request(RouteClass::Read, 599, Duration::from_millis(3));
         m.auth_rejection(AuthReason::Expired);
         m.upstream_error(UpstreamError::Timeout);
-        let text = m.render(&Gauges {
-            verification_keys: 2,
-            cache_hits: 5,
-            cache_misses: 1,
-            key_sources: String::new(),
-        });
+        let text = m.render(
+            &Gauges {
+                verification_keys: 2,
+                cache_hits: 5,
+                cache_misses: 1,
+                key_sources: String::new(),
+                extra: String::new(),
+            },
+            true,
+        );
         assert!(text.contains("tenantgate_requests_total{route=\"read\",code=\"200\"} 1"));
         assert!(text.contains("tenantgate_requests_total{route=\"read\",code=\"other\"} 1"));
         assert!(text.contains("tenantgate_auth_rejections_total{reason=\"expired\"} 1"));

@@ -16,7 +16,6 @@ mod conn;
 pub mod wire;
 
 use std::error::Error as StdError;
-use std::fs;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,10 +26,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Incoming};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -125,7 +121,7 @@ impl Upstream {
             .trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = if https {
-            let mut config = client_tls(tls)?;
+            let mut config = crate::outbound::client_tls_config(tls)?;
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
             let server_name = tls.server_name.clone().unwrap_or_else(|| name.to_string());
             let server_name = ServerName::try_from(server_name).map_err(|e| e.to_string())?;
@@ -150,6 +146,7 @@ impl Upstream {
         mut parts: http::request::Parts,
         target: String,
         mut body: RequestBody,
+        tap: &mut Tap,
         client: &ClientIp,
         auth_header: &HeaderName,
     ) -> Result<(Response<BackendBody>, Duration), (Option<UpstreamError>, GatewayError)> {
@@ -167,6 +164,7 @@ impl Upstream {
         wire::encode_head(&mut head, &parts.method, &target, &parts.headers, length);
         // A small body held whole leaves in the same write as the head (and goes again with it).
         if let RequestBody::Full(bytes) = &body {
+            tap.observe(bytes);
             if bytes.len() <= COALESCE {
                 head.extend_from_slice(bytes);
                 body = RequestBody::Empty;
@@ -176,7 +174,7 @@ impl Upstream {
         let started = Instant::now();
         match tokio::time::timeout(
             self.timeout,
-            self.exchange(&parts.method, head, body, length),
+            self.exchange(&parts.method, head, body, length, tap),
         )
         .await
         {
@@ -204,6 +202,7 @@ impl Upstream {
         head: Vec<u8>,
         mut body: RequestBody,
         length: BodyLength,
+        tap: &mut Tap,
     ) -> Result<Response<BackendBody>, SendError> {
         loop {
             let mut conn = match self.pool.take() {
@@ -212,7 +211,7 @@ impl Upstream {
                 // connection keeps its request future's space, though few requests ever connect.
                 None => Box::pin(self.connect()).await?,
             };
-            match attempt(&mut conn, method, &head, &mut body, length).await {
+            match attempt(&mut conn, method, &head, &mut body, length, tap).await {
                 Ok((answer, reusable)) => {
                     let headers = answer.headers;
                     let keep_alive = answer.keep_alive && reusable;
@@ -301,8 +300,9 @@ async fn attempt(
     head: &[u8],
     body: &mut RequestBody,
     length: BodyLength,
+    tap: &mut Tap,
 ) -> Result<(Head, bool), Failed> {
-    if let Err((error, consumed)) = send_request(conn, head, body, length).await {
+    if let Err((error, consumed)) = send_request(conn, head, body, length, tap).await {
         // The client's body failed: nothing the backend did; the exchange is over.
         if let SendError::Body(_) = error {
             return Err(Failed {
@@ -339,6 +339,7 @@ async fn send_request(
     head: &[u8],
     body: &mut RequestBody,
     length: BodyLength,
+    tap: &mut Tap,
 ) -> Result<(), (SendError, bool)> {
     let io_error = |consumed| move |e| (SendError::Io(e), consumed);
     match body {
@@ -359,6 +360,7 @@ async fn send_request(
                 if data.is_empty() {
                     continue;
                 }
+                tap.observe(&data);
                 if chunked {
                     framing.clear();
                     wire::chunk_size_line(data.len(), &mut framing);
@@ -510,17 +512,22 @@ fn headers_named_by_connection(headers: &HeaderMap) -> impl Iterator<Item = &str
         .map(str::trim)
 }
 
-/// The client's address as an `X-Forwarded-For` element, formatted once per connection rather than
-/// once per request.
+/// The client: its address (from the socket, or the PROXY protocol header) and that address's IP as an
+/// `X-Forwarded-For` element, formatted once per connection rather than once per request.
 #[derive(Debug, Clone)]
-pub struct ClientIp(HeaderValue);
+pub struct ClientIp {
+    header: HeaderValue,
+    /// The client's address, for logs and the audit log.
+    pub addr: SocketAddr,
+}
 
 impl ClientIp {
-    /// The IP of `peer` (its port is not forwarded).
+    /// The client at `peer` (its port is not forwarded).
     pub fn new(peer: SocketAddr) -> ClientIp {
-        ClientIp(
-            HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value"),
-        )
+        // An IP address is always a valid header value; the fallback is never used.
+        let header = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ClientIp { header, addr: peer }
     }
 }
 
@@ -528,103 +535,51 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientIp) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
         Some(prior) if !prior.is_empty() => {
-            let ip = client.0.to_str().expect("an IP is ASCII");
+            let ip = client.header.to_str().unwrap_or("unknown");
             match HeaderValue::from_str(&format!("{prior}, {ip}")) {
                 Ok(v) => v,
                 Err(_) => return,
             }
         }
-        _ => client.0.clone(),
+        _ => client.header.clone(),
     };
     headers.insert(xff, value);
 }
 
-/// rustls settings for one backend: system-independent web PKI roots plus an optional CA file, an
-/// optional client certificate, or no verification at all when explicitly asked.
-fn client_tls(tls: &UpstreamTls) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let builder = if tls.insecure_skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(ca) = &tls.ca_file {
-            let pem = fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", ca.display()))?;
-            }
-        }
-        builder.with_root_certificates(roots)
-    };
-    match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let certs = CertificateDer::pem_file_iter(cert)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| e.to_string())
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
+/// What a request body's bytes are also given to on their way to the backend: a count (audit log) and,
+/// when asked for, a bounded copy (rows are counted from it once the backend accepted them).
+#[derive(Debug, Default)]
+pub struct Tap {
+    /// Body bytes sent so far.
+    pub bytes: u64,
+    /// The copy, when one was asked for with [`Tap::copying`].
+    pub copy: Option<Vec<u8>>,
+    /// The most the copy may hold.
+    limit: usize,
+    /// The body was larger than the limit: the copy is incomplete and must not be used.
+    pub overflowed: bool,
 }
 
-/// `-*.tlsInsecureSkipVerify`: accepts any certificate (signatures are still checked for form).
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+impl Tap {
+    /// A tap that also keeps a copy of up to `limit` bytes.
+    pub fn copying(limit: usize) -> Tap {
+        Tap {
+            copy: Some(Vec::new()),
+            limit,
+            ..Tap::default()
+        }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+    fn observe(&mut self, data: &[u8]) {
+        self.bytes += data.len() as u64;
+        if let Some(copy) = &mut self.copy {
+            if copy.len() + data.len() > self.limit {
+                self.overflowed = true;
+                self.copy = None;
+            } else {
+                copy.extend_from_slice(data);
+            }
+        }
     }
 }
 
@@ -680,6 +635,7 @@ mod tests {
                 parts,
                 "/api/v1/query?query=up".into(),
                 body,
+                &mut Tap::default(),
                 &client,
                 &header::AUTHORIZATION,
             )

@@ -36,12 +36,33 @@ pub enum Route {
     Health,
     /// `/metrics`: tenantgate's own metrics.
     Metrics,
+    /// `/flags`: the flags in force, secrets hidden.
+    Flags,
+    /// `/debug/pprof/...`: Go profiles in VictoriaMetrics; guarded by `-pprofAuthKey`, never served here.
+    Pprof,
+    /// The other probes every VictoriaMetrics component answers.
+    Probe(Probe),
     /// A query, export or metadata request.
     Read(Api),
     /// Rules or alerts (a read).
     Rules(RulesKind, Api),
     /// Any ingestion protocol.
     Write(Api),
+}
+
+/// Probes with fixed answers, as in VictoriaMetrics' `lib/httpserver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// `/ping`: 204 (InfluxDB clients ask it).
+    Ping,
+    /// `/-/healthy`.
+    Healthy,
+    /// `/-/ready`.
+    Ready,
+    /// `/robots.txt`: nothing here is for crawlers.
+    Robots,
+    /// `/favicon.ico`: 204.
+    Favicon,
 }
 
 /// Where the API part of the path starts, so rewriting needs no allocation to find it.
@@ -59,7 +80,9 @@ impl Route {
     /// `read`, `write` or `internal`.
     pub fn class(&self) -> RouteClass {
         match self {
-            Route::Health | Route::Metrics => RouteClass::Internal,
+            Route::Health | Route::Metrics | Route::Flags | Route::Pprof | Route::Probe(_) => {
+                RouteClass::Internal
+            }
             Route::Read(_) | Route::Rules(..) => RouteClass::Read,
             Route::Write(_) => RouteClass::Write,
         }
@@ -160,7 +183,16 @@ pub fn classify(method: &Method, path: &str) -> Result<Route, GatewayError> {
     match path {
         "/health" => return only_get(method, Route::Health),
         "/metrics" => return only_get(method, Route::Metrics),
+        "/flags" => return only_get(method, Route::Flags),
+        "/ping" => return only_get(method, Route::Probe(Probe::Ping)),
+        "/-/healthy" => return only_get(method, Route::Probe(Probe::Healthy)),
+        "/-/ready" => return only_get(method, Route::Probe(Probe::Ready)),
+        "/robots.txt" => return only_get(method, Route::Probe(Probe::Robots)),
+        "/favicon.ico" => return only_get(method, Route::Probe(Probe::Favicon)),
         _ => {}
+    }
+    if path == "/debug/pprof" || path.starts_with("/debug/pprof/") {
+        return only_get(method, Route::Pprof);
     }
     for prefix in FORBIDDEN_PREFIXES {
         if path.starts_with(prefix) || path == prefix.trim_end_matches('/') {
@@ -432,10 +464,26 @@ mod tests {
             "/API/V1/QUERY",
             "/prometheus",
             "/prometheus/graphite/render",
-            "/flags",
-            "/debug/pprof/heap",
+            "/flagsx",
+            "/debug/pprofx",
         ] {
             assert_eq!(route(Method::GET, p), Err(ErrorKind::NotFound), "{p}");
         }
+    }
+
+    #[test]
+    fn victoriametrics_builtin_endpoints() {
+        assert_eq!(route(Method::GET, "/flags"), Ok(Route::Flags));
+        assert_eq!(route(Method::GET, "/debug/pprof/heap"), Ok(Route::Pprof));
+        assert_eq!(route(Method::GET, "/debug/pprof"), Ok(Route::Pprof));
+        assert_eq!(route(Method::GET, "/ping"), Ok(Route::Probe(Probe::Ping)));
+        assert_eq!(
+            route(Method::GET, "/-/healthy"),
+            Ok(Route::Probe(Probe::Healthy))
+        );
+        assert_eq!(
+            route(Method::POST, "/flags"),
+            Err(ErrorKind::MethodNotAllowed)
+        );
     }
 }

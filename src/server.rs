@@ -1,10 +1,15 @@
-//! The gateway's request pipeline, `/health` and `/metrics` ([`crate::listen`] accepts the
-//! connections and shuts down).
+//! The gateway's request pipeline ([`crate::listen`] accepts the connections and shuts down).
 //!
-//! A request's way is one direction: [`route::classify`] says what it is, [`Authenticator`] says what
-//! the token grants, [`rewrite`] builds the upstream target, [`proxy::Upstream`] streams it to the
-//! backend and the answer back, and [`Metrics`] counts it. Every refusal is a [`GatewayError`], answered
-//! in one place.
+//! A request's way is one direction: `-http.pathPrefix` is checked and removed, `OPTIONS` pre-flights are
+//! answered, [`route::classify`] says what the request is, its guard (`-httpAuth.*` or an auth key) is
+//! checked, [`Authenticator`] says what the token grants, [`rewrite`] builds the upstream target,
+//! [`proxy::Upstream`] streams it to the backend and the answer back, and [`Metrics`] counts it. Every
+//! refusal is a [`GatewayError`], answered in one place; every answer gets the same headers
+//! ([`answers::Decoration`]) and, with `-auditLog`, one audit line when its body has been sent.
+
+mod answers;
+mod bodies;
+mod own;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,25 +17,36 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::{Body, Incoming};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use tokio::task::JoinHandle;
 
+use crate::audit::{AuditLog, AuditedBody, Record};
 use crate::auth::claims::{Access, Mode};
 use crate::auth::{fetch, Authenticator, Grant};
 use crate::error::{ErrorKind, GatewayError};
 use crate::flags::Config;
 use crate::limit::Limits;
 use crate::metrics::{Gauges, Metrics};
-use crate::proxy::{BackendBody, ClientIp, RequestBody, Upstream};
+use crate::proxy::{BackendBody, ClientIp, Tap, Upstream};
+use crate::push::PushStatus;
+use crate::reload::Reload;
 use crate::rewrite::{self, Topology};
-use crate::route::{self, Route, RouteClass, RulesKind};
+use crate::route::{self, Probe, Route, RouteClass, RulesKind};
+use crate::secrets::SecretValue;
+use answers::{json_response, text_response, Decoration};
+use own::{Guard, Guards};
 
-/// What every response body is: a backend's stream or tenantgate's own bytes.
+/// What a response body is inside the pipeline: a backend's stream or tenantgate's own bytes.
 pub type ResponseBody = Either<BackendBody, Full<Bytes>>;
+
+/// What the server sends: the body as is, or counted for the audit log.
+pub type AnswerBody = Either<ResponseBody, AuditedBody<ResponseBody>>;
 
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
+    /// The flags in force.
     pub config: Config,
     topology: Topology,
     auth_header: http::HeaderName,
@@ -45,30 +61,80 @@ pub struct Gateway {
     /// Per-source key metrics, rendered into `/metrics`.
     pub key_status: Arc<fetch::KeyStatus>,
     limits: Limits,
+    guards: Guards,
+    decoration: Decoration,
+    audit: Option<Arc<AuditLog>>,
+    /// Counters of `-pushmetrics.url` pushes.
+    pub push: Arc<PushStatus>,
+    /// Tasks that live as long as the gateway (secret and TLS reloads, pushes).
+    background: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Set when shutdown begins: `/health` answers 503 so load balancers stop sending.
     pub shutting_down: AtomicBool,
 }
 
+/// What serving a request learnt, for metrics and the audit log.
+#[derive(Default)]
+struct Served {
+    grant: Option<Arc<Grant>>,
+    bytes_in: u64,
+}
+
 impl Gateway {
-    /// Builds the gateway from flags; fails on unusable backend settings or keys.
+    /// Builds the gateway from flags; fails on unusable backend settings, keys or files. Must run inside
+    /// the runtime: it starts the tasks that re-read secret files on `reload`.
     pub fn new(
         config: Config,
         auth: Option<Arc<Authenticator>>,
         key_status: Arc<fetch::KeyStatus>,
+        reload: &Reload,
     ) -> Result<Gateway, String> {
+        let backend = &config.backend;
         let upstream = |url: &Option<String>, tls| {
             url.as_deref()
-                .map(|u| Upstream::new(u, tls, config.upstream_timeout, config.idle_conn_timeout))
+                .map(|u| Upstream::new(u, tls, backend.timeout, backend.idle_conn_timeout))
                 .transpose()
         };
-        let read =
-            upstream(&config.read_url, &config.read_tls).map_err(|e| format!("-read.url: {e}"))?;
-        let write = upstream(&config.write_url, &config.write_tls)
+        let read = upstream(&backend.read_url, &backend.read_tls)
+            .map_err(|e| format!("-read.url: {e}"))?;
+        let write = upstream(&backend.write_url, &backend.write_tls)
             .map_err(|e| format!("-write.url: {e}"))?;
-        let auth_header = http::HeaderName::from_bytes(config.auth_header.as_bytes())
+        let auth_header = http::HeaderName::from_bytes(config.auth.header.as_bytes())
             .map_err(|e| format!("-auth.httpHeader: {e}"))?;
+        let mut background = Vec::new();
+        let mut secret = |value: &Option<crate::flags::Secret>,
+                          flag: &str|
+         -> Result<Option<Arc<SecretValue>>, String> {
+            let Some(value) = value else { return Ok(None) };
+            let loaded = SecretValue::load(value, flag)?;
+            background.push(tokio::spawn(loaded.clone().watch(reload.subscribe())));
+            Ok(Some(loaded))
+        };
+        let server = &config.server;
+        let basic = match &server.http_auth {
+            Some(b) => Some((
+                secret(&Some(b.username.clone()), "httpAuth.username")?
+                    .ok_or("httpAuth.username")?,
+                secret(&Some(b.password.clone()), "httpAuth.password")?
+                    .ok_or("httpAuth.password")?,
+            )),
+            None => None,
+        };
+        let guards = Guards {
+            basic,
+            metrics: secret(&server.metrics_auth_key, "metricsAuthKey")?,
+            flags: secret(&server.flags_auth_key, "flagsAuthKey")?,
+            pprof: secret(&server.pprof_auth_key, "pprofAuthKey")?,
+        };
+        let audit = match &config.log.audit {
+            Some(target) => Some(AuditLog::start(
+                target,
+                config.log.max_arg_len,
+                reload.subscribe(),
+            )?),
+            None => None,
+        };
         Ok(Gateway {
-            topology: if config.cluster_mode {
+            topology: if backend.cluster_mode {
                 Topology::Cluster
             } else {
                 Topology::Single
@@ -89,71 +155,161 @@ impl Gateway {
             metrics: Metrics::default(),
             key_status,
             limits: Limits::new(
-                config.max_concurrent_requests,
-                config.max_concurrent_requests_per_tenant,
+                config.limits.max_concurrent_requests,
+                config.limits.max_concurrent_requests_per_tenant,
             ),
+            guards,
+            decoration: Decoration::new(&config.server, &answers::hostname())?,
+            audit,
+            push: Arc::new(PushStatus::new(&config.metrics)),
+            background: std::sync::Mutex::new(background),
             shutting_down: AtomicBool::new(false),
             config,
         })
     }
 
-    /// Serves one request, recording its metrics.
+    /// Keeps `task` running for the gateway's life; it is stopped by [`Gateway::stop_background`].
+    pub fn keep(&self, task: JoinHandle<()>) {
+        if let Ok(mut tasks) = self.background.lock() {
+            tasks.push(task);
+        }
+    }
+
+    /// Stops the background tasks (on shutdown).
+    pub async fn stop_background(&self) {
+        let tasks: Vec<JoinHandle<()>> = match self.background.lock() {
+            Ok(mut tasks) => tasks.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Serves one request, recording its metrics and audit line.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         client: &ClientIp,
-    ) -> Response<ResponseBody> {
+    ) -> Response<AnswerBody> {
         let started = Instant::now();
         let _inflight = self.metrics.inflight();
-        let (class, result) = self.serve(request, client).await;
-        let response = match result {
-            Ok(response) => response,
+        let record = self
+            .audit
+            .as_ref()
+            .map(|log| log.begin(request.method(), request.uri(), client.addr));
+        let declared_in = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut served = Served::default();
+        let (class, result) = self.serve(request, client, &mut served).await;
+        let (mut response, own, error) = match result {
+            Ok(response) => (response, false, None),
             Err(e) => {
                 if let ErrorKind::Unauthorized(reason) = e.kind {
                     self.metrics.auth_rejection(reason);
                 }
+                let status = e.kind.status().as_u16();
                 if e.kind.status().is_server_error() {
-                    tracing::warn!(
-                        status = e.kind.status().as_u16(),
-                        route = class.label(),
-                        "{}",
-                        e.message
-                    );
+                    tracing::warn!(status, route = class.label(), "{}", e.message);
                 } else {
-                    tracing::debug!(
-                        status = e.kind.status().as_u16(),
-                        route = class.label(),
-                        "{}",
-                        e.message
-                    );
+                    tracing::debug!(status, route = class.label(), "{}", e.message);
                 }
-                e.to_response().map(Either::Right)
+                let message = e.message.to_string();
+                (e.to_response().map(Either::Right), true, Some(message))
             }
         };
         self.metrics
             .request(class, response.status().as_u16(), started.elapsed());
-        response
+        self.decoration.apply(response.headers_mut(), own);
+        match (&self.audit, record) {
+            (Some(log), Some(mut record)) => {
+                fill_record(&mut record, &served, class, response.status(), error);
+                record.bytes_in = served.bytes_in.max(declared_in.unwrap_or(0));
+                let log = log.clone();
+                response.map(|body| Either::Right(AuditedBody::new(body, record, started, log)))
+            }
+            _ => response.map(Either::Left),
+        }
     }
 
     async fn serve(
         &self,
         request: Request<Incoming>,
         client: &ClientIp,
+        served: &mut Served,
     ) -> (RouteClass, Result<Response<ResponseBody>, GatewayError>) {
-        let route = match route::classify(request.method(), request.uri().path()) {
+        let prefix = &self.config.server.path_prefix;
+        let path = request.uri().path();
+        let unprefixed = if prefix.is_empty() {
+            path
+        } else {
+            match path.strip_prefix(prefix.as_str()) {
+                Some(rest) if rest.starts_with('/') => rest,
+                Some("") => {
+                    return (
+                        RouteClass::Internal,
+                        Ok(answers::redirect(&format!("{prefix}/"))),
+                    )
+                }
+                _ => {
+                    return (
+                        RouteClass::Refused,
+                        Err(GatewayError::new(
+                            ErrorKind::BadRequest,
+                            format!(
+                            "missing -http.pathPrefix={prefix:?} in the requested path {path:?}"
+                        ),
+                        )),
+                    )
+                }
+            }
+        };
+        if request.method() == Method::OPTIONS {
+            return (RouteClass::Internal, Ok(self.decoration.preflight()));
+        }
+        let route = match route::classify(request.method(), unprefixed) {
             Ok(route) => route,
             Err(e) => return (RouteClass::Refused, Err(e)),
         };
         let class = route.class();
+        let guard = match route {
+            Route::Health | Route::Probe(_) => Guard::Open,
+            Route::Metrics => Guard::Key("metricsAuthKey"),
+            Route::Flags => Guard::Key("flagsAuthKey"),
+            Route::Pprof => Guard::Key("pprofAuthKey"),
+            Route::Read(_) | Route::Rules(..) | Route::Write(_) => Guard::Basic,
+        };
+        if let Err(e) = self.guards.check(guard, request.headers(), request.uri()) {
+            return (class, Err(e));
+        }
+        let prefix_len = path.len() - unprefixed.len();
         let result = match route {
             Route::Health => Ok(self.health()),
-            Route::Metrics => self.metrics_page(&request),
-            Route::Read(api) => self.authenticated(request, client, api, None, false).await,
-            Route::Rules(kind, api) => {
-                self.authenticated(request, client, api, Some(kind), false)
+            Route::Probe(probe) => Ok(probe_answer(probe)),
+            Route::Metrics => Ok(self.metrics_page()),
+            Route::Flags => Ok(text_response(StatusCode::OK, self.config.flags_page())),
+            Route::Pprof => Err(GatewayError::new(
+                ErrorKind::NotFound,
+                "tenantgate is not a Go program: there are no pprof profiles",
+            )),
+            Route::Read(api) => {
+                self.authenticated(request, client, api, None, false, prefix_len, served)
                     .await
             }
-            Route::Write(api) => self.authenticated(request, client, api, None, true).await,
+            Route::Rules(kind, api) => {
+                self.authenticated(request, client, api, Some(kind), false, prefix_len, served)
+                    .await
+            }
+            Route::Write(api) => {
+                self.authenticated(request, client, api, None, true, prefix_len, served)
+                    .await
+            }
         };
         (class, result)
     }
@@ -167,6 +323,7 @@ impl Gateway {
 
     /// Verifies the token once, checks its mode, answers rules and alerts where they cannot be
     /// restricted, and forwards everything else.
+    #[allow(clippy::too_many_arguments)]
     async fn authenticated(
         &self,
         request: Request<Incoming>,
@@ -174,8 +331,11 @@ impl Gateway {
         api: route::Api,
         rules: Option<RulesKind>,
         write: bool,
+        prefix_len: usize,
+        served: &mut Served,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let grant = self.grant(&request).await?;
+        served.grant = Some(grant.clone());
         check_mode(grant.access.mode, write)?;
         if let Some(kind) = rules {
             // A single-node backend's rules and alerts cover every team; they cannot be filtered by
@@ -188,9 +348,11 @@ impl Gateway {
                 return Ok(json_response(StatusCode::OK, body));
             }
         }
-        self.proxy(request, client, api, grant, write).await
+        self.proxy(request, client, api, grant, write, prefix_len, served)
+            .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn proxy(
         &self,
         request: Request<Incoming>,
@@ -198,6 +360,8 @@ impl Gateway {
         api: route::Api,
         grant: Arc<Grant>,
         write: bool,
+        prefix_len: usize,
+        served: &mut Served,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let _permit = self
             .limits
@@ -215,18 +379,30 @@ impl Gateway {
                     },
                 )
             })?;
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let limits = &self.config.limits;
         let body = if write {
-            self.write_body(&parts.headers, body)?
+            bodies::write_body(
+                &parts.headers,
+                body,
+                limits.max_request_body_size,
+                &self.metrics,
+            )?
         } else {
-            self.read_body(&parts.headers, body).await?
+            bodies::read_body(
+                &parts.headers,
+                body,
+                limits.max_form_body_size,
+                &self.metrics,
+            )
+            .await?
         };
         let (target, dropped) = rewrite::upstream_target(
             self.topology,
             write,
             &upstream.base_path,
             api,
-            parts.uri.path(),
+            &parts.uri.path()[prefix_len..],
             parts.uri.query(),
             &grant.args,
         );
@@ -234,10 +410,15 @@ impl Gateway {
         if dropped > 0 {
             tracing::info!(dropped, tenant = %grant.access.tenant, "removed client-supplied extra_label/extra_filters arguments");
         }
-        match upstream
-            .forward(parts, target, body, client, &self.auth_header)
-            .await
-        {
+        if self.config.server.disable_response_compression {
+            parts.headers.remove(header::ACCEPT_ENCODING);
+        }
+        let mut tap = Tap::default();
+        let outcome = upstream
+            .forward(parts, target, body, &mut tap, client, &self.auth_header)
+            .await;
+        served.bytes_in = tap.bytes;
+        match outcome {
             Ok((response, took)) => {
                 self.metrics.upstream(write, took);
                 Ok(response.map(Either::Left))
@@ -251,113 +432,25 @@ impl Gateway {
         }
     }
 
-    /// A write body streams through, behind the size limit. Form bodies are refused: a server that
-    /// parses them could read `extra_label` from them.
-    fn write_body(
-        &self,
-        headers: &http::HeaderMap,
-        body: Incoming,
-    ) -> Result<RequestBody, GatewayError> {
-        if let Some(media) = media_type(headers)? {
-            if media.eq_ignore_ascii_case(FORM) || media.eq_ignore_ascii_case("multipart/form-data")
-            {
-                return Err(GatewayError::new(
-                    ErrorKind::UnsupportedMediaType,
-                    "form bodies are not accepted on write paths; send the data with its own content type (e.g. curl --data-binary -H 'Content-Type: text/plain')",
-                ));
-            }
-        }
-        self.check_declared_length(&body)?;
-        Ok(RequestBody::Stream(Limited::new(
-            body,
-            self.config.max_request_body_size as usize,
-        )))
-    }
-
-    /// A read body is either empty (streamed as is) or an urlencoded form, which is read whole (behind
-    /// `-maxFormBodySize`) and stripped. Anything else could hide arguments from us: 415.
-    async fn read_body(
-        &self,
-        headers: &http::HeaderMap,
-        body: Incoming,
-    ) -> Result<RequestBody, GatewayError> {
-        let form = media_type(headers)?.is_some_and(|media| media.eq_ignore_ascii_case(FORM));
-        if body.is_end_stream() && !form {
-            return Ok(RequestBody::Empty);
-        }
-        if !form {
-            return Err(GatewayError::new(
-                ErrorKind::UnsupportedMediaType,
-                "read requests may only carry application/x-www-form-urlencoded bodies",
-            ));
-        }
-        let limit = self.config.max_form_body_size as usize;
-        if body.size_hint().lower() > limit as u64 {
-            return Err(form_too_large());
-        }
-        let bytes = Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    form_too_large()
-                } else {
-                    GatewayError::new(ErrorKind::BadRequest, "could not read the request body")
-                }
-            })?
-            .to_bytes();
-        let (stripped, dropped) = rewrite::strip_form_body(&bytes).map_err(|_| {
-            GatewayError::new(ErrorKind::BadRequest, "form body is not valid UTF-8")
-        })?;
-        self.metrics.stripped(dropped);
-        Ok(RequestBody::Full(Bytes::from(stripped)))
-    }
-
-    fn check_declared_length(&self, body: &Incoming) -> Result<(), GatewayError> {
-        if body.size_hint().lower() > self.config.max_request_body_size {
-            return Err(GatewayError::new(
-                ErrorKind::PayloadTooLarge,
-                "request body is larger than -maxRequestBodySize",
-            ));
-        }
-        Ok(())
-    }
-
     fn health(&self) -> Response<ResponseBody> {
         if self.shutting_down.load(Ordering::Acquire) {
-            return text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+            return text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
         }
         match &self.auth {
             Some(auth) if !auth.is_ready() => text_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "no token verification keys loaded yet: identity provider unreachable\n".into(),
+                "no token verification keys loaded yet: identity provider unreachable\n",
             ),
             Some(auth) if !auth.checks_signatures() => text_response(
                 StatusCode::OK,
-                "OK\nWARNING: no key source configured; token signatures are NOT checked\n".into(),
+                "OK\nWARNING: no key source configured; token signatures are NOT checked\n",
             ),
-            _ => text_response(StatusCode::OK, "OK".into()),
+            _ => text_response(StatusCode::OK, "OK"),
         }
     }
 
-    fn metrics_page(
-        &self,
-        request: &Request<Incoming>,
-    ) -> Result<Response<ResponseBody>, GatewayError> {
-        if let Some(key) = &self.config.metrics_auth_key {
-            let given = request
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .find_map(|p| p.strip_prefix("authKey="));
-            if given != Some(key.as_str()) {
-                return Err(GatewayError::new(
-                    ErrorKind::Unauthorized(crate::error::AuthReason::Missing),
-                    "the authKey query arg must match -metricsAuthKey",
-                ));
-            }
-        }
+    /// The metrics text, as `/metrics` serves it and pushes send it.
+    pub fn metrics_text(&self) -> String {
         let (keys, hits, misses) = match &self.auth {
             Some(auth) => (
                 auth.keys().len(),
@@ -366,26 +459,60 @@ impl Gateway {
             ),
             None => (0, 0, 0),
         };
-        let text = self.metrics.render(&Gauges {
-            verification_keys: keys,
-            cache_hits: hits,
-            cache_misses: misses,
-            key_sources: self.key_status.render(),
-        });
-        let mut response = text_response(StatusCode::OK, text);
+        let mut extra = String::new();
+        if let Some(audit) = &self.audit {
+            audit.render(&mut extra);
+        }
+        self.push.render(&mut extra);
+        self.metrics.render(
+            &Gauges {
+                verification_keys: keys,
+                cache_hits: hits,
+                cache_misses: misses,
+                key_sources: self.key_status.render(),
+                extra,
+            },
+            self.config.metrics.expose_metadata,
+        )
+    }
+
+    fn metrics_page(&self) -> Response<ResponseBody> {
+        let mut response = text_response(StatusCode::OK, self.metrics_text());
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
-        Ok(response)
+        response
     }
 }
 
-fn form_too_large() -> GatewayError {
-    GatewayError::new(
-        ErrorKind::PayloadTooLarge,
-        "form body is larger than -maxFormBodySize",
-    )
+/// The fixed answers of VictoriaMetrics' probes.
+fn probe_answer(probe: Probe) -> Response<ResponseBody> {
+    match probe {
+        Probe::Ping | Probe::Favicon => text_response(StatusCode::NO_CONTENT, ""),
+        Probe::Healthy => text_response(StatusCode::OK, "VictoriaMetrics is Healthy.\n"),
+        Probe::Ready => text_response(StatusCode::OK, "VictoriaMetrics is Ready.\n"),
+        Probe::Robots => text_response(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
+    }
+}
+
+fn fill_record(
+    record: &mut Record,
+    served: &Served,
+    class: RouteClass,
+    status: StatusCode,
+    error: Option<String>,
+) {
+    record.route = class.label();
+    record.status = status.as_u16();
+    record.error = error;
+    if let Some(grant) = &served.grant {
+        record.sub = grant.identity.subject.as_deref().map(String::from);
+        record.client_id = grant.identity.client_id.as_deref().map(String::from);
+        record.tenant = Some(grant.args.tenant.clone());
+        record.labels = grant.access.extra_labels.clone();
+        record.filters = grant.access.extra_filters.clone();
+    }
 }
 
 fn check_mode(mode: Mode, write: bool) -> Result<(), GatewayError> {
@@ -400,50 +527,6 @@ fn check_mode(mode: Mode, write: bool) -> Result<(), GatewayError> {
         )),
         _ => Ok(()),
     }
-}
-
-/// The form media type: the one read body tenantgate reads, and refuses on writes.
-const FORM: &str = "application/x-www-form-urlencoded";
-
-/// The media type of the body, without parameters, as sent: compare it ignoring ASCII case. Several
-/// Content-Type headers are refused: servers disagree on which one counts.
-fn media_type(headers: &http::HeaderMap) -> Result<Option<&str>, GatewayError> {
-    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(GatewayError::new(
-            ErrorKind::BadRequest,
-            "more than one Content-Type header",
-        ));
-    }
-    let text = value
-        .to_str()
-        .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "Content-Type is not ASCII"))?;
-    Ok(Some(text.split(';').next().unwrap_or("").trim()))
-}
-
-fn text_response(status: StatusCode, text: String) -> Response<ResponseBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-fn json_response(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
-        body.as_bytes(),
-    ))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 #[cfg(test)]
@@ -467,20 +550,5 @@ mod tests {
             ErrorKind::Forbidden
         );
         assert!(check_mode(wo, true).is_ok());
-    }
-
-    #[test]
-    fn media_types() {
-        let mut h = http::HeaderMap::new();
-        assert_eq!(media_type(&h).unwrap(), None);
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
-        );
-        let media = media_type(&h).unwrap().unwrap();
-        assert_eq!(media, "Application/X-WWW-Form-Urlencoded");
-        assert!(media.eq_ignore_ascii_case(FORM));
-        h.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        assert!(media_type(&h).is_err());
     }
 }

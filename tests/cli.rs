@@ -246,7 +246,9 @@ fn serves_https_with_its_certificate_and_logs_json() {
         .unwrap_or_else(|| panic!("{log}"));
     let v: serde_json::Value =
         serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
-    assert!(v["message"].as_str().unwrap().contains("https://"), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("https://"), "{v}");
+    assert_eq!(v["level"], "info");
+    assert!(v["ts"].as_str().unwrap().ends_with('Z'), "{v}");
 }
 
 #[test]

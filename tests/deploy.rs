@@ -204,15 +204,21 @@ fn compose_runs_vmgateways_command_lines_with_tenantgate_and_they_parse() {
     for (service, cluster) in [("tenantgate-cluster", true), ("tenantgate-single", false)] {
         assert_eq!(services[service]["image"], "tenantgate:latest", "{service}");
         let config = tenantgate_config(&service_command(&compose, service));
-        assert!(config.enable_auth, "{service}");
-        assert_eq!(config.cluster_mode, cluster, "{service}");
-        assert_eq!(config.oidc_discovery_endpoints, vec![discovery.clone()]);
-        assert_eq!(config.listen_addr.port(), 8431);
+        assert!(config.auth.enabled, "{service}");
+        assert_eq!(config.backend.cluster_mode, cluster, "{service}");
+        assert_eq!(
+            config.auth.oidc_discovery_endpoints,
+            vec![discovery.clone()]
+        );
+        assert_eq!(config.server.listeners[0].addr.port(), 8431);
         assert!(
-            config.listen_addr.ip().is_unspecified(),
+            config.server.listeners[0].addr.ip().is_unspecified(),
             "{service} must listen beyond the container"
         );
-        let (read, write) = (config.read_url.unwrap(), config.write_url.unwrap());
+        let (read, write) = (
+            config.backend.read_url.unwrap(),
+            config.backend.write_url.unwrap(),
+        );
         listens(&read);
         listens(&write);
         if cluster {
@@ -537,8 +543,8 @@ fn systemd_unit_starts_a_parsable_command_line_with_hardening() {
     let argv: Vec<String> = exec[0].split_whitespace().map(String::from).collect();
     assert_eq!(argv[0], "/usr/local/bin/tenantgate");
     let config = tenantgate_config(&argv[1..]);
-    assert!(config.enable_auth);
-    assert!(!config.oidc_discovery_endpoints.is_empty());
+    assert!(config.auth.enabled);
+    assert!(!config.auth.oidc_discovery_endpoints.is_empty());
     for (key, want) in [
         ("DynamicUser", "yes"),
         ("NoNewPrivileges", "yes"),
@@ -561,5 +567,8 @@ fn systemd_unit_starts_a_parsable_command_line_with_hardening() {
         .trim_end_matches('s')
         .parse()
         .unwrap();
-    assert!(stop > config.max_graceful_shutdown.as_secs() + config.shutdown_delay.as_secs());
+    assert!(
+        stop > config.server.max_graceful_shutdown.as_secs()
+            + config.server.shutdown_delay.as_secs()
+    );
 }

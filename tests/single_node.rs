@@ -288,12 +288,35 @@ fn writes_carry_the_token_labels_and_modes_are_enforced() {
     let (st, v) = get(&s, &wo, "/api/v1/query?query=sn_metric");
     assert_eq!(st, 403);
     assert_eq!(v["status"], "error");
-    // A form body on a write path is refused (VictoriaMetrics could read extra_label from it).
+    // A form-typed write body, as VictoriaMetrics' own `curl -d` examples send, is data: it is
+    // forwarded, and an extra_label inside it changes nothing (VictoriaMetrics reads write arguments
+    // from the URL only).
+    let form_body = format!(
+        "{}extra_label=team=admin\nextra_label=team%3Dadmin&x=1\n",
+        import_lines(&[(r#"form_metric{job="x"}"#, 1.0)])
+    );
     let r = http_client()
         .post(format!("{}/api/v1/import/prometheus", s.gate.url))
         .bearer_auth(&dev)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body("extra_label=team%3Dadmin")
+        .body(form_body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", body_text(r));
+    let stored = s.vm.wait_series("form_metric", 1);
+    assert_eq!(stored[0]["team"], "dev", "{stored:?}");
+    assert!(
+        s.vm.series(r#"{__name__=~"form_metric|extra_label.*",team="admin"}"#)
+            .is_empty(),
+        "a form body must not choose a label"
+    );
+    assert!(s.gate.metric("tenantgate_form_writes_total") >= 1.0);
+    // Multipart write bodies are still refused: no sender makes them.
+    let r = http_client()
+        .post(format!("{}/api/v1/import/prometheus", s.gate.url))
+        .bearer_auth(&dev)
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body("--x\r\nContent-Disposition: form-data; name=\"extra_label\"\r\n\r\nteam=admin\r\n--x--\r\n")
         .send()
         .unwrap();
     assert_eq!(r.status(), 415);
@@ -334,7 +357,6 @@ fn own_endpoints_and_refused_paths() {
         ("/select/0:0/prometheus/api/v1/query?query=sn_metric", 403),
         ("/insert/0:0/prometheus/api/v1/write", 403),
         ("/api/v1/status/active_queries", 403),
-        ("/flags", 404),
         ("/api/v1/status/config", 404),
     ] {
         let (st, v) = get(&s, &admin, path);
@@ -342,6 +364,22 @@ fn own_endpoints_and_refused_paths() {
         assert_eq!(v["status"], "error", "{path}");
     }
     assert_eq!(s.vm.series("sn_metric").len(), 4, "nothing was deleted");
+    // VictoriaMetrics' /flags: the flags given, secrets hidden.
+    let flags = body_text(
+        http_client()
+            .get(format!("{}/flags", s.gate.url))
+            .send()
+            .unwrap(),
+    );
+    assert!(flags.contains("-enable.auth=\"true\"\n"), "{flags}");
+    assert!(
+        flags.contains("-auth.publicKeyFiles=\"secret\"\n"),
+        "{flags}"
+    );
+    assert!(
+        !flags.contains("-clusterMode"),
+        "only flags given are listed: {flags}"
+    );
     let r = http_client()
         .get(format!("{}/health", s.gate.url))
         .send()

@@ -92,6 +92,10 @@ pub struct Claims {
     pub aud: Vec<String>,
     /// What the token grants; `None` when the claim is absent.
     pub access: Option<Access>,
+    /// Who the token is about (`sub`), for the audit log; only when it is a string.
+    pub subject: Option<String>,
+    /// The client it was issued to (`client_id`, else `azp`), for the audit log; only a string.
+    pub client_id: Option<String>,
 }
 
 /// Why a payload could not be read. The message is safe to show: it names fields, never values of the
@@ -120,6 +124,10 @@ struct RawPayload {
     iss: Option<String>,
     aud: Option<Audience>,
     vm_access: Option<RawVmAccessField>,
+    // Identity claims are only logged: any JSON type is accepted, only strings are kept.
+    sub: Option<serde_json::Value>,
+    client_id: Option<serde_json::Value>,
+    azp: Option<serde_json::Value>,
 }
 
 /// JWT NumericDate: a JSON number (integer or not), never a string.
@@ -220,12 +228,18 @@ pub fn parse_claims(payload: &[u8]) -> Result<Claims, ClaimError> {
             Some(access_from_raw(v)?)
         }
     };
+    let text = |v: Option<serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    };
     Ok(Claims {
         exp,
         nbf: raw.nbf.map(|n| n.0),
         iss: raw.iss,
         aud,
         access,
+        subject: text(raw.sub),
+        client_id: text(raw.client_id).or_else(|| text(raw.azp)),
     })
 }
 

@@ -38,14 +38,15 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::jwt::VerifyOptions;
 use super::keys::{keys_from_jwks, keys_from_pem, JwkSet, KeySet, VerifyKey};
 use super::{AuthSettings, Authenticator};
-use crate::flags::Config;
+use crate::flags::{AuthConfig, Config};
+use crate::reload::{self, Part, Reload};
 
 /// The largest discovery or JWKS document read. Real ones are a few KiB; a provider sending more is
 /// broken or hostile, and must not make the gateway buffer without limit.
@@ -202,49 +203,78 @@ pub enum Endpoint {
     Discovery(String),
 }
 
-/// Loads local keys, builds the authenticator, and starts refreshing remote sources.
-pub async fn start(config: &Config) -> Result<Started, String> {
-    if !config.enable_auth {
-        tracing::warn!(
-            "-enable.auth is off: every request is forwarded to tenant 0:0 without any restriction"
-        );
-        return Ok((None, Arc::new(KeyStatus::default()), None));
-    }
-    let mut local: Vec<VerifyKey> = Vec::new();
-    let mut status = KeyStatus::default();
+/// Keys read from flags and files, and what they were read from (to tell whether a reload changed them).
+struct LocalKeys {
+    keys: Vec<VerifyKey>,
+    /// `(source, keys from it)`, in flag order.
+    sources: Vec<(String, usize)>,
+    /// Everything read, in order: equal bytes mean equal keys.
+    material: Vec<u8>,
+}
+
+/// Reads `-auth.publicKeys`, `-auth.publicKeyFiles` and `-auth.hmacSecretFiles`; any unreadable or
+/// unparsable one fails the whole load, so a reload never half-applies.
+fn load_local(config: &AuthConfig) -> Result<LocalKeys, String> {
+    let mut local = LocalKeys {
+        keys: Vec::new(),
+        sources: Vec::new(),
+        material: Vec::new(),
+    };
     for (i, pem) in config.public_keys.iter().enumerate() {
         let source = format!("-auth.publicKeys[{i}]");
         let loaded = keys_from_pem(pem.as_bytes(), &source).map_err(|e| e.to_string())?;
-        status
-            .sources
-            .push(SourceStatus::new(source, false, loaded.len()));
-        local.extend(loaded);
+        local.material.extend_from_slice(pem.as_bytes());
+        local.sources.push((source, loaded.len()));
+        local.keys.extend(loaded);
     }
     for path in &config.public_key_files {
         let source = path.display().to_string();
         let pem = std::fs::read(path).map_err(|e| format!("-auth.publicKeyFiles {source}: {e}"))?;
         let loaded =
             keys_from_pem(&pem, &source).map_err(|e| format!("-auth.publicKeyFiles {e}"))?;
-        status
-            .sources
-            .push(SourceStatus::new(source, false, loaded.len()));
-        local.extend(loaded);
+        local.material.extend_from_slice(&pem);
+        local.sources.push((source, loaded.len()));
+        local.keys.extend(loaded);
     }
     for path in &config.hmac_secret_files {
         let source = path.display().to_string();
         let secret =
             std::fs::read(path).map_err(|e| format!("-auth.hmacSecretFiles {source}: {e}"))?;
         let secret = trim_ascii_newline(&secret);
-        local.push(
+        local.keys.push(
             VerifyKey::hmac(secret, &source).map_err(|e| format!("-auth.hmacSecretFiles {e}"))?,
         );
-        status.sources.push(SourceStatus::new(source, false, 1));
+        local.material.extend_from_slice(secret);
+        local.sources.push((source, 1));
+    }
+    Ok(local)
+}
+
+/// Loads local keys, builds the authenticator, and starts the refresher, which fetches remote sources
+/// and re-reads local key files on every `reload` (SIGHUP).
+pub async fn start(config: &Config, reload: &Reload) -> Result<Started, String> {
+    let config = &config.auth;
+    if !config.enabled {
+        tracing::warn!(
+            "-enable.auth is off: every request is forwarded to tenant 0:0 without any restriction"
+        );
+        return Ok((None, Arc::new(KeyStatus::default()), None));
+    }
+    let local = load_local(config)?;
+    let mut status = KeyStatus::default();
+    for (source, n) in &local.sources {
+        status
+            .sources
+            .push(SourceStatus::new(source.clone(), false, *n));
+    }
+    if !config.public_key_files.is_empty() || !config.hmac_secret_files.is_empty() {
+        reload::STATUS.uses(Part::Keys);
     }
     let check_signature = config.has_key_sources();
     if !check_signature {
         tracing::warn!("-enable.auth is on but no key source is configured: token signatures are NOT checked (vmgateway compatibility). Set -auth.oidcDiscoveryEndpoints, -auth.jwksEndpoints or -auth.publicKeyFiles.");
     }
-    for key in &local {
+    for key in &local.keys {
         log_key(key);
     }
 
@@ -260,9 +290,9 @@ pub async fn start(config: &Config) -> Result<Started, String> {
         )
         .collect();
     let settings = AuthSettings {
-        header: http::HeaderName::from_bytes(config.auth_header.as_bytes())
+        header: http::HeaderName::from_bytes(config.header.as_bytes())
             .map_err(|e| format!("-auth.httpHeader: {e}"))?,
-        allow_without_prefix: config.auth_header_allow_without_prefix,
+        allow_without_prefix: config.allow_without_prefix,
         verify: VerifyOptions {
             check_signature,
             issuers: config.issuers.clone(),
@@ -270,21 +300,10 @@ pub async fn start(config: &Config) -> Result<Started, String> {
             clock_skew: config.clock_skew.as_secs_f64(),
         },
         cache_size: config.token_cache_size,
-        log_invalid: config.log_invalid_auth_tokens,
+        log_invalid: config.log_invalid_tokens,
         remote_keys: !remotes.is_empty(),
     };
-    if remotes.is_empty() {
-        tracing::info!(
-            "using {} keys for JWT token signature verification (sources: {})",
-            local.len(),
-            source_summary(&local)
-        );
-        let keys = KeySet::new(local, INITIAL_GENERATION);
-        let authenticator = Arc::new(Authenticator::new(settings, keys, true));
-        return Ok((Some(authenticator), Arc::new(status), None));
-    }
-
-    let client = http_client(config.auth_tls_ca_file.as_deref())?;
+    let client = http_client(config.tls_ca_file.as_deref())?;
     let now = Instant::now();
     let mut sources = Vec::with_capacity(remotes.len());
     for (name, endpoint) in remotes {
@@ -307,24 +326,37 @@ pub async fn start(config: &Config) -> Result<Started, String> {
         status.sources.push(SourceStatus::new(name, true, 0));
     }
     let status = Arc::new(status);
-    let ready = !local.is_empty();
+    let ready = !local.keys.is_empty() || sources.is_empty();
     let authenticator = Arc::new(Authenticator::new(
         settings,
-        KeySet::new(local.clone(), INITIAL_GENERATION),
+        KeySet::new(local.keys.clone(), INITIAL_GENERATION),
         ready,
     ));
+    let has_remotes = !sources.is_empty();
+    if !has_remotes {
+        tracing::info!(
+            "using {} keys for JWT token signature verification (sources: {})",
+            local.keys.len(),
+            source_summary(&local.keys)
+        );
+    }
     let refresher = Refresher {
         auth: authenticator.clone(),
         status: status.clone(),
         client,
+        config: config.clone(),
         local,
+        reload: reload.subscribe(),
         remotes: sources,
         interval: config.keys_refresh_interval,
         min_interval: config.min_refresh_interval,
-        complete: false,
+        complete: !has_remotes,
     };
     let (first_round, first_done) = oneshot::channel();
     let handle = tokio::spawn(refresher.run(first_round));
+    if !has_remotes {
+        return Ok((Some(authenticator), status, Some(handle)));
+    }
     let _ = tokio::time::timeout(FIRST_ATTEMPT_WAIT, first_done).await;
     if authenticator.keys().generation == INITIAL_GENERATION {
         let pending = status
@@ -658,6 +690,14 @@ fn parse_jwks(
     })
 }
 
+/// Why the refresher woke up.
+enum Wake {
+    /// These remote sources are due (possibly none: an unknown-`kid` round the rate limit allowed nothing).
+    Fetch(Vec<usize>),
+    /// SIGHUP: re-read the local key files.
+    Reload,
+}
+
 /// A remote source and what the refresher knows about it.
 struct Remote {
     /// As configured; the metric label and the keys' `source`.
@@ -682,8 +722,12 @@ struct Refresher {
     auth: Arc<Authenticator>,
     status: Arc<KeyStatus>,
     client: HttpClient,
+    /// The flags, to re-read local key files on reload.
+    config: AuthConfig,
     /// PEM and HMAC keys; part of every published set.
-    local: Vec<VerifyKey>,
+    local: LocalKeys,
+    /// Bumped on SIGHUP: re-read local key files.
+    reload: watch::Receiver<u64>,
     remotes: Vec<Remote>,
     interval: Duration,
     min_interval: Duration,
@@ -695,7 +739,13 @@ impl Refresher {
     async fn run(mut self, first_round: oneshot::Sender<()>) {
         let mut first_round = Some(first_round);
         loop {
-            let due = self.wait_for_due().await;
+            let due = match self.wait_for_due().await {
+                Wake::Fetch(due) => due,
+                Wake::Reload => {
+                    self.reload_local();
+                    continue;
+                }
+            };
             let round = self.auth.refresh.begin_round();
             self.refresh(&due).await;
             self.auth.refresh.end_round(round);
@@ -708,14 +758,14 @@ impl Refresher {
     /// Sleeps until some source is due, or a token named an unknown `kid`. In the latter case the answer
     /// is the sources the rate limit allows, possibly none: an empty round still tells the waiting
     /// requests that nothing new is coming.
-    async fn wait_for_due(&self) -> Vec<usize> {
+    async fn wait_for_due(&mut self) -> Wake {
         loop {
             let now = Instant::now();
             let due: Vec<usize> = (0..self.remotes.len())
                 .filter(|&i| self.remotes[i].next_due <= now)
                 .collect();
             if !due.is_empty() {
-                return due;
+                return Wake::Fetch(due);
             }
             let wake = self
                 .remotes
@@ -725,13 +775,20 @@ impl Refresher {
                 .unwrap_or_else(|| later(now, MAX_DELAY));
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => {}
+                changed = self.reload.changed() => {
+                    if changed.is_ok() {
+                        return Wake::Reload;
+                    }
+                    // The reload sender is gone (tests, shutdown): no more reloads to wait for.
+                    std::future::pending::<()>().await;
+                }
                 () = self.auth.refresh.unknown_kid.notified() => {
                     let now = Instant::now();
-                    return (0..self.remotes.len())
+                    return Wake::Fetch((0..self.remotes.len())
                         .filter(|&i| {
                             early_fetch_allowed(self.remotes[i].last_attempt, now, self.min_interval)
                         })
-                        .collect();
+                        .collect());
                 }
             }
         }
@@ -824,9 +881,37 @@ impl Refresher {
         true
     }
 
+    /// Re-reads local key files; new keys (and only new keys) replace the key set in force, which also
+    /// empties the verified-token cache. A file that no longer parses keeps the keys in force.
+    fn reload_local(&mut self) {
+        if self.config.public_key_files.is_empty() && self.config.hmac_secret_files.is_empty() {
+            return;
+        }
+        match load_local(&self.config) {
+            Err(e) => reload::STATUS.failed(Part::Keys, &e),
+            Ok(local) if local.material == self.local.material => {
+                tracing::info!("key files unchanged");
+                reload::STATUS.succeeded(Part::Keys);
+            }
+            Ok(local) => {
+                for (i, (_, n)) in local.sources.iter().enumerate() {
+                    if let Some(status) = self.status.sources.get(i) {
+                        status.loaded.store(*n as u64, Ordering::Relaxed);
+                    }
+                }
+                for key in &local.keys {
+                    log_key(key);
+                }
+                self.local = local;
+                self.publish();
+                reload::STATUS.succeeded(Part::Keys);
+            }
+        }
+    }
+
     /// Installs local keys plus every source's last good keys as the key set in force.
     fn publish(&self) {
-        let mut keys = self.local.clone();
+        let mut keys = self.local.keys.clone();
         for remote in &self.remotes {
             keys.extend(remote.keys.iter().cloned());
         }

@@ -39,6 +39,10 @@ pub struct Verified {
     pub exp: f64,
     /// Not-before, if any.
     pub nbf: Option<f64>,
+    /// `sub`, for the audit log.
+    pub subject: Option<String>,
+    /// `client_id` (or `azp`), for the audit log.
+    pub client_id: Option<String>,
 }
 
 /// Why a token was refused, with a message that never includes the token.
@@ -202,6 +206,8 @@ pub fn verify(
         access,
         exp: claims.exp,
         nbf: claims.nbf,
+        subject: claims.subject,
+        client_id: claims.client_id,
     })
 }
 

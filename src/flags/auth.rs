@@ -1,0 +1,100 @@
+//! Flags about tokens: whether they are required, where they are, which keys verify them (PEM, JWKS,
+//! OpenID Connect discovery, HMAC), the optional issuer/audience checks, the verified-token cache, and
+//! the grants file that maps ordinary claims to grants.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::values::{
+    parse_bool, parse_duration, parse_existing_file, parse_header_name, parse_http_url,
+    parse_positive_duration, parse_string, parse_usize,
+};
+use super::{flag, FlagError, FlagSpec, Given, Kind};
+
+pub(super) const FLAGS: &[FlagSpec] = &[
+    flag("enable.auth", Kind::Bool, "false", "Whether to require a JWT on every request and restrict the request to the tenant and labels in its vm_access claim"),
+    flag("auth.httpHeader", Kind::String, "Authorization", "HTTP header name to look for the JWT authorization token"),
+    flag("auth.httpHeaderAllowWithoutPrefix", Kind::Bool, "false", "Whether to accept a token in -auth.httpHeader without the \"Bearer \" prefix"),
+    flag("auth.publicKeys", Kind::Array, "", "Inline PEM public keys (RSA, ECDSA or Ed25519) for verifying JWT signatures"),
+    flag("auth.publicKeyFiles", Kind::Array, "", "Paths to PEM files with public keys (RSA, ECDSA or Ed25519) for verifying JWT signatures. Each file must exist at start-up; the files are re-read on SIGHUP (a file that no longer parses keeps the keys in force)"),
+    flag("auth.jwksEndpoints", Kind::Array, "", "JWKS URLs to fetch JWT verification keys from, e.g. https://idp.example.com/.well-known/jwks.json"),
+    flag("auth.oidcDiscoveryEndpoints", Kind::Array, "", "OpenID Connect discovery URLs (the full .well-known/openid-configuration URL); verification keys are fetched from the jwks_uri they name"),
+    flag("auth.keysRefreshInterval", Kind::Duration, "5m0s", "How often keys from -auth.jwksEndpoints and -auth.oidcDiscoveryEndpoints are refreshed, to follow key rotation. Must be positive"),
+    flag("auth.minRefreshInterval", Kind::Duration, "10s", "Shortest time between two fetches from one of -auth.jwksEndpoints or -auth.oidcDiscoveryEndpoints when tokens name an unknown key id (kid), which may mean the identity provider rotated its keys. Bounds the load that tokens with made-up key ids can put on the identity provider. Must be positive"),
+    flag("auth.tlsCAFile", Kind::String, "", "Path to a CA bundle for verifying the TLS certificates of -auth.jwksEndpoints and -auth.oidcDiscoveryEndpoints. By default, public certificate authorities are trusted"),
+    flag("auth.issuers", Kind::Array, "", "Accepted values of the JWT iss claim. Empty means the issuer is not checked"),
+    flag("auth.audiences", Kind::Array, "", "Accepted values of the JWT aud claim; a token must name at least one. Empty means the audience is not checked"),
+    flag("auth.clockSkew", Kind::Duration, "0s", "Tolerated clock difference with the token issuer when checking the exp and nbf claims"),
+    flag("auth.hmacSecretFiles", Kind::Array, "", "Paths to files with shared secrets for verifying HMAC-signed (HS256, HS384, HS512) tokens. Each file must exist at start-up"),
+    flag("auth.tokenCacheSize", Kind::Int, "100000", "How many verified tokens to cache, so each token's signature is checked once. 0 disables the cache"),
+    flag("logInvalidAuthTokens", Kind::Bool, "false", "Whether to log why a request's token was rejected. The token itself is never logged"),
+];
+
+/// How tokens are found and verified.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `-enable.auth`: every request must carry a valid token naming its tenant.
+    pub enabled: bool,
+    /// `-auth.httpHeader`, lowercase as HTTP/2 and `http` use it.
+    pub header: String,
+    /// `-auth.httpHeaderAllowWithoutPrefix`.
+    pub allow_without_prefix: bool,
+    /// `-auth.publicKeys`: inline PEM keys.
+    pub public_keys: Vec<String>,
+    /// `-auth.publicKeyFiles`; they existed at parse time.
+    pub public_key_files: Vec<PathBuf>,
+    /// `-auth.jwksEndpoints`.
+    pub jwks_endpoints: Vec<String>,
+    /// `-auth.oidcDiscoveryEndpoints`.
+    pub oidc_discovery_endpoints: Vec<String>,
+    /// `-auth.keysRefreshInterval`; never zero.
+    pub keys_refresh_interval: Duration,
+    /// `-auth.minRefreshInterval`; never zero.
+    pub min_refresh_interval: Duration,
+    /// `-auth.tlsCAFile`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// `-auth.issuers`; empty means not checked.
+    pub issuers: Vec<String>,
+    /// `-auth.audiences`; empty means not checked.
+    pub audiences: Vec<String>,
+    /// `-auth.clockSkew`.
+    pub clock_skew: Duration,
+    /// `-auth.hmacSecretFiles`; they existed at parse time.
+    pub hmac_secret_files: Vec<PathBuf>,
+    /// `-auth.tokenCacheSize`; 0 disables the cache.
+    pub token_cache_size: usize,
+    /// `-logInvalidAuthTokens`.
+    pub log_invalid_tokens: bool,
+}
+
+impl AuthConfig {
+    /// Whether any source of verification keys is configured.
+    pub fn has_key_sources(&self) -> bool {
+        !(self.public_keys.is_empty()
+            && self.public_key_files.is_empty()
+            && self.jwks_endpoints.is_empty()
+            && self.oidc_discovery_endpoints.is_empty()
+            && self.hmac_secret_files.is_empty())
+    }
+}
+
+pub(super) fn build(given: &Given) -> Result<AuthConfig, FlagError> {
+    Ok(AuthConfig {
+        enabled: given.get("enable.auth", parse_bool)?,
+        header: given.get("auth.httpHeader", parse_header_name)?,
+        allow_without_prefix: given.get("auth.httpHeaderAllowWithoutPrefix", parse_bool)?,
+        public_keys: given.get_list("auth.publicKeys", parse_string)?,
+        public_key_files: given.get_list("auth.publicKeyFiles", parse_existing_file)?,
+        jwks_endpoints: given.get_list("auth.jwksEndpoints", parse_http_url)?,
+        oidc_discovery_endpoints: given.get_list("auth.oidcDiscoveryEndpoints", parse_http_url)?,
+        keys_refresh_interval: given.get("auth.keysRefreshInterval", parse_positive_duration)?,
+        min_refresh_interval: given.get("auth.minRefreshInterval", parse_positive_duration)?,
+        tls_ca_file: given.get_opt("auth.tlsCAFile", parse_existing_file)?,
+        issuers: given.get_list("auth.issuers", parse_string)?,
+        audiences: given.get_list("auth.audiences", parse_string)?,
+        clock_skew: given.get("auth.clockSkew", parse_duration)?,
+        hmac_secret_files: given.get_list("auth.hmacSecretFiles", parse_existing_file)?,
+        token_cache_size: given.get("auth.tokenCacheSize", parse_usize)?,
+        log_invalid_tokens: given.get("logInvalidAuthTokens", parse_bool)?,
+    })
+}

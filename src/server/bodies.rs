@@ -1,0 +1,140 @@
+//! What a request body may be, by direction, and how it travels.
+//!
+//! Reads: empty, or `application/x-www-form-urlencoded`, which is read whole (behind `-maxFormBodySize`)
+//! so smuggled `extra_label` / `extra_filters` can be stripped; anything else could hide such arguments
+//! from us (VictoriaMetrics also reads multipart forms), so it is 415. Writes stream through behind
+//! `-maxRequestBodySize`. VictoriaMetrics reads a write's `extra_label` from the URL only
+//! (`lib/protoparser/protoparserutil/extra_labels.go` uses `req.URL.Query()`), so a form-typed write body
+//! is data, not arguments, and is forwarded: its own documentation imports with `curl -d`, which sends
+//! that type. Multipart write bodies are still refused: no sender produces them, and a backend that
+//! parses them as forms is one tenantgate does not know.
+
+use bytes::Bytes;
+use http::header;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Incoming};
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::metrics::Metrics;
+use crate::proxy::RequestBody;
+use crate::rewrite;
+
+/// The form media type: the one read body tenantgate reads.
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A write body: streamed behind the size limit. Multipart is refused.
+pub fn write_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    max: u64,
+    metrics: &Metrics,
+) -> Result<RequestBody, GatewayError> {
+    if let Some(media) = media_type(headers)? {
+        if media.eq_ignore_ascii_case("multipart/form-data") {
+            return Err(GatewayError::new(
+                ErrorKind::UnsupportedMediaType,
+                "multipart bodies are not accepted on write paths; send the data with its own content type (e.g. curl --data-binary)",
+            ));
+        }
+        if media.eq_ignore_ascii_case(FORM) {
+            metrics.form_write();
+        }
+    }
+    check_declared_length(&body, max)?;
+    Ok(RequestBody::Stream(Limited::new(body, max as usize)))
+}
+
+/// A read body: empty (streamed as is) or an urlencoded form, read whole and stripped.
+pub async fn read_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    max_form: u64,
+    metrics: &Metrics,
+) -> Result<RequestBody, GatewayError> {
+    let form = media_type(headers)?.is_some_and(|media| media.eq_ignore_ascii_case(FORM));
+    if body.is_end_stream() && !form {
+        return Ok(RequestBody::Empty);
+    }
+    if !form {
+        return Err(GatewayError::new(
+            ErrorKind::UnsupportedMediaType,
+            "read requests may only carry application/x-www-form-urlencoded bodies",
+        ));
+    }
+    let limit = max_form as usize;
+    if body.size_hint().lower() > limit as u64 {
+        return Err(form_too_large());
+    }
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                form_too_large()
+            } else {
+                GatewayError::new(ErrorKind::BadRequest, "could not read the request body")
+            }
+        })?
+        .to_bytes();
+    let (stripped, dropped) = rewrite::strip_form_body(&bytes)
+        .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "form body is not valid UTF-8"))?;
+    metrics.stripped(dropped);
+    Ok(RequestBody::Full(Bytes::from(stripped)))
+}
+
+fn check_declared_length(body: &Incoming, max: u64) -> Result<(), GatewayError> {
+    if body.size_hint().lower() > max {
+        return Err(GatewayError::new(
+            ErrorKind::PayloadTooLarge,
+            "request body is larger than -maxRequestBodySize",
+        ));
+    }
+    Ok(())
+}
+
+fn form_too_large() -> GatewayError {
+    GatewayError::new(
+        ErrorKind::PayloadTooLarge,
+        "form body is larger than -maxFormBodySize",
+    )
+}
+
+/// The media type of the body, without parameters, as sent: compare it ignoring ASCII case. Several
+/// Content-Type headers are refused: servers disagree on which one counts.
+pub fn media_type(headers: &http::HeaderMap) -> Result<Option<&str>, GatewayError> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(GatewayError::new(
+            ErrorKind::BadRequest,
+            "more than one Content-Type header",
+        ));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "Content-Type is not ASCII"))?;
+    Ok(Some(text.split(';').next().unwrap_or("").trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn media_types() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(media_type(&h).unwrap(), None);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+        );
+        let media = media_type(&h).unwrap().unwrap();
+        assert_eq!(media, "Application/X-WWW-Form-Urlencoded");
+        assert!(media.eq_ignore_ascii_case(FORM));
+        h.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(media_type(&h).is_err());
+    }
+}
