@@ -47,6 +47,9 @@ fn main() -> ExitCode {
             dashed(&config.compat.ignored_flags_seen)
         );
     }
+    for warning in &config.compat.warnings {
+        tracing::warn!("{warning}");
+    }
     match tenantgate::listen::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -78,16 +78,15 @@ fn writes_land_in_the_token_tenant_and_reads_see_only_it() {
 
     // A tenant with no data sees none, even of a tenant that has some.
     let t02 = signer.token(r#"{"tenant_id":{"account_id":0,"project_id":2}}"#);
-    let r = client
+    let v: serde_json::Value = client
         .get(format!("{}/api/v1/query?query=cl_metric", gate.url))
         .bearer_auth(&t02)
         .send()
+        .unwrap()
+        .json()
         .unwrap();
-    assert_eq!(
-        r.status(),
-        404,
-        "the stand-in has no tenant 0:2, so nothing can be read"
-    );
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["data"]["result"], serde_json::json!([]), "{v}");
 
     // Naming a tenant in the path is refused.
     let r = client
@@ -111,4 +110,76 @@ fn writes_land_in_the_token_tenant_and_reads_see_only_it() {
     assert_eq!(r.status(), 403);
     cluster.tenants["0:0"].flush();
     assert_eq!(cluster.tenants["0:0"].series("cl_metric").len(), 1);
+    cluster.unknown.flush();
+    assert!(
+        cluster.unknown.series(r#"{__name__=~".+"}"#).is_empty(),
+        "nothing went to another tenant"
+    );
+}
+
+/// The stand-in answers as the real cluster does where a gateway depends on it (REFERENCE §6), so a
+/// gateway that sent reads to vminsert or writes to vmselect would fail the tests above.
+#[test]
+fn the_stand_in_answers_as_vminsert_and_vmselect_do() {
+    let cluster = Cluster::start(&["0:0"]);
+    let client = http_client();
+    let get = |url: String| {
+        let r = client.get(&url).send().unwrap();
+        (r.status().as_u16(), body_text(r))
+    };
+    let (ins, sel) = (&cluster.insert_url, &cluster.select_url);
+    // A read on the insert side, a write on the select side: refused.
+    let (st, text) = get(format!("{ins}/insert/0:0/prometheus/api/v1/query?query=1"));
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("unsupported path"), "{text}");
+    let r = client
+        .post(format!(
+            "{sel}/select/0:0/prometheus/api/v1/import/prometheus"
+        ))
+        .body(import_lines(&[("standin_write", 1.0)]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Unknown tenants: empty reads and accepted writes, into the unknown-tenants store.
+    let (st, text) = get(format!("{sel}/select/7:7/prometheus/api/v1/query?query=1"));
+    assert_eq!(st, 200, "{text}");
+    let r = client
+        .post(format!(
+            "{ins}/insert/7:7/prometheus/api/v1/import/prometheus"
+        ))
+        .body(import_lines(&[("standin_unknown", 1.0)]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    cluster.unknown.wait_series("standin_unknown", 1);
+    // Bad tenants, tenant-less and admin paths.
+    for path in [
+        "/select/1:2:3/prometheus/api/v1/query?query=1",
+        "/select/-1:0/prometheus/api/v1/labels",
+        "/select/multitenant/prometheus/api/v1/labels",
+        "/select/prometheus/api/v1/labels",
+        "/admin/tenants",
+    ] {
+        let (st, text) = get(format!("{sel}{path}"));
+        assert_eq!(st, 400, "{path}: {text}");
+    }
+    let (st, text) = get(format!(
+        "{sel}/select/0:0/prometheus/api/v1/status/buildinfo"
+    ));
+    assert_eq!((st, text.contains("2.24.0")), (200, true), "{text}");
+    // Reads and writes of a known tenant reach its store.
+    let r = client
+        .post(format!(
+            "{ins}/insert/0:0/prometheus/api/v1/import/prometheus"
+        ))
+        .body(import_lines(&[("standin_known", 1.0)]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    cluster.tenants["0:0"].wait_series("standin_known", 1);
+    let (st, text) = get(format!(
+        "{sel}/select/0:0/prometheus/api/v1/series?match[]=standin_known"
+    ));
+    assert_eq!(st, 200);
+    assert!(text.contains("standin_known"), "{text}");
 }

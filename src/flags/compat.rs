@@ -61,6 +61,8 @@ pub struct CompatConfig {
     pub licence_flags_seen: Vec<String>,
     /// Go runtime and storage flags given (without the dash).
     pub ignored_flags_seen: Vec<String>,
+    /// Flags accepted with a meaning narrower than asked for, each with a sentence saying so.
+    pub warnings: Vec<String>,
 }
 
 pub(super) fn build(given: &Given) -> Result<CompatConfig, FlagError> {
@@ -76,9 +78,20 @@ pub(super) fn build(given: &Given) -> Result<CompatConfig, FlagError> {
             )));
         }
     }
+    let mut warnings = Vec::new();
+    if given.is_given("httpAuth.password")
+        && given.get("httpAuth.username", |t| Ok(t.is_empty()))?
+    {
+        warnings.push("-httpAuth.password is set without -httpAuth.username: Basic auth is off (as in VictoriaMetrics)".to_string());
+    }
+    let old_tls = given.get_list("tlsMinVersion", |t| Ok(t.to_ascii_uppercase()))?;
+    if old_tls.iter().any(|v| v == "TLS10" || v == "TLS11") {
+        warnings.push("-tlsMinVersion TLS10 and TLS11 mean TLS12 here: tenantgate's TLS library offers TLS 1.2 and 1.3 only".to_string());
+    }
     Ok(CompatConfig {
         licence_flags_seen: seen(given, LICENCE_FLAGS)?,
         ignored_flags_seen: seen(given, IGNORED_FLAGS)?,
+        warnings,
     })
 }
 

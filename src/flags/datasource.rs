@@ -97,6 +97,14 @@ pub enum DatasourceAuth {
 }
 
 pub(super) fn build(given: &Given) -> Result<DatasourceConfig, FlagError> {
+    // vmgateway only builds its datasource client for rate limiting: without it, incomplete
+    // datasource credentials are accepted (and unused) rather than stopping start-up.
+    let used = given.get("enable.rateLimit", parse_bool)?;
+    let auth = match auth(given) {
+        Ok(auth) => auth,
+        Err(e) if used => return Err(e),
+        Err(_) => DatasourceAuth::None,
+    };
     let append_prefix = given.get("datasource.appendTypePrefix", parse_bool)?;
     let url = given.get_opt("datasource.url", parse_http_url)?.map(|url| {
         let url = url.trim_end_matches('/').to_string();
@@ -108,7 +116,7 @@ pub(super) fn build(given: &Given) -> Result<DatasourceConfig, FlagError> {
     });
     Ok(DatasourceConfig {
         url,
-        auth: auth(given)?,
+        auth,
         headers: given
             .get_opt("datasource.headers", parse_headers)?
             .unwrap_or_default(),

@@ -224,12 +224,8 @@ pub(super) fn build(given: &Given) -> Result<ServerConfig, FlagError> {
             username,
             password: password.unwrap_or(Secret::Inline(String::new())),
         }),
-        (None, Some(_)) => {
-            return Err(FlagError(
-                "-httpAuth.password is set without -httpAuth.username".to_string(),
-            ))
-        }
-        (None, None) => None,
+        // VictoriaMetrics: "the authentication is disabled if -httpAuth.username is empty".
+        (None, _) => None,
     };
     Ok(ServerConfig {
         listeners,

@@ -23,6 +23,7 @@ pub struct Decoration {
 }
 
 const ALLOW_ORIGIN: HeaderName = header::ACCESS_CONTROL_ALLOW_ORIGIN;
+const SERVER_HOSTNAME: HeaderName = HeaderName::from_static("x-server-hostname");
 
 impl Decoration {
     /// From the server flags; `hostname` is this machine's name.
@@ -34,11 +35,7 @@ impl Decoration {
             Ok(())
         };
         if config.headers.server_hostname {
-            push(
-                HeaderName::from_static("x-server-hostname"),
-                hostname,
-                "host name",
-            )?;
+            push(SERVER_HOSTNAME, hostname, "host name")?;
         }
         if let Some(v) = &config.headers.hsts {
             push(header::STRICT_TRANSPORT_SECURITY, v, "-http.header.hsts")?;
@@ -55,8 +52,11 @@ impl Decoration {
         })
     }
 
-    /// Adds the headers to an answer; `own` answers (not the backend's) get CORS here too.
+    /// Adds the headers to an answer; `own` answers (not the backend's) get CORS here too. A backend's
+    /// `X-Server-Hostname` is replaced by tenantgate's (or removed with
+    /// `-http.header.disableServerHostname`): clients need not learn the backend's host names.
     pub fn apply(&self, headers: &mut HeaderMap, own: bool) {
+        headers.remove(SERVER_HOSTNAME);
         for (name, value) in &self.add {
             headers.append(name.clone(), value.clone());
         }

@@ -327,12 +327,15 @@ impl Victoria {
 }
 
 /// The cluster stand-in: real nginx mapping `/insert/<tenant>/...` and `/select/<tenant>/...` to one real
-/// single-node per tenant (REFERENCE §6), so the paths tenantgate builds are checked by real parts.
+/// single-node per tenant and answering as the real cluster does where it matters to a gateway
+/// (`tests/support/cluster-standin.conf`, REFERENCE §6). Tenants not listed share `unknown`.
 pub struct Cluster {
     pub nginx: Proc,
     pub insert_url: String,
     pub select_url: String,
     pub tenants: HashMap<String, Victoria>,
+    /// Where every tenant not named at start goes: empty unless a gateway wrote to a wrong tenant.
+    pub unknown: Victoria,
     _dir: tempfile::TempDir,
 }
 
@@ -343,30 +346,29 @@ impl Cluster {
             .iter()
             .map(|t| (t.to_string(), Victoria::start()))
             .collect();
+        let unknown = Victoria::start();
         let (insert, select) = (free_port(), free_port());
-        let mut conf = String::new();
-        for (kind, port) in [("insert", insert), ("select", select)] {
-            conf.push_str(&format!(
-                "server {{\n listen 127.0.0.1:{port};\n client_max_body_size 0;\n"
-            ));
-            for (tenant, vm) in &vms {
-                conf.push_str(&format!(
-                    " location /{kind}/{tenant}/ {{\n  rewrite ^/{kind}/{tenant}(/.*)$ $1 break;\n  proxy_pass http://127.0.0.1:{};\n  proxy_http_version 1.1;\n  proxy_request_buffering off;\n }}\n",
-                    vm.port
-                ));
-            }
-            conf.push_str(" location / { return 404 \"no such tenant or path in the cluster stand-in\\n\"; }\n}\n");
-        }
+        let map: String = vms
+            .iter()
+            .map(|(tenant, vm)| format!("    \"{tenant}\" {};\n", vm.port))
+            .collect();
+        let conf = fs::read_to_string(repo_root().join("tests/support/cluster-standin.conf"))
+            .unwrap()
+            .replace("__INSERT_PORT__", &insert.to_string())
+            .replace("__SELECT_PORT__", &select.to_string())
+            .replace("__UNKNOWN_PORT__", &unknown.port.to_string())
+            .replace("__TENANTS__", &map);
         let nginx = nginx(dir.path(), &conf);
         let insert_url = format!("http://127.0.0.1:{insert}");
         let select_url = format!("http://127.0.0.1:{select}");
-        let probe = format!("{select_url}/select/{}/health", tenants[0]);
+        let probe = format!("{select_url}/select/0:0/prometheus/api/v1/status/buildinfo");
         wait_http(&probe, 200, &nginx, Duration::from_secs(20));
         Cluster {
             nginx,
             insert_url,
             select_url,
             tenants: vms,
+            unknown,
             _dir: dir,
         }
     }
@@ -407,8 +409,9 @@ pub fn nginx(dir: &Path, servers: &str) -> Proc {
     Proc::spawn("nginx", cmd, dir.join("nginx.log"))
 }
 
-/// A test CA (`ca.pem`) and a certificate it signed for 127.0.0.1 (`server.pem`, `server.key`) in
-/// `dir`, made with rcgen so no test needs the openssl command.
+/// A test CA (`ca.pem`), a certificate it signed for 127.0.0.1 (`server.pem`, `server.key`) and a
+/// client certificate it signed (`client.pem` holding certificate and key, for mutual TLS) in `dir`,
+/// made with rcgen so no test needs the openssl command.
 pub fn test_ca(dir: &Path) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -425,6 +428,30 @@ pub fn test_ca(dir: &Path) {
     fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     fs::write(dir.join("server.pem"), server.pem()).unwrap();
     fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tenantgate test client");
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params.signed_by(&client_key, &ca).unwrap();
+    fs::write(
+        dir.join("client.pem"),
+        format!("{}{}", client.pem(), client_key.serialize_pem()),
+    )
+    .unwrap();
+}
+
+/// A client that trusts only the CA in `ca_pem` (a file from [`test_ca`]). It keeps no idle
+/// connections, so every request makes a new TLS handshake.
+pub fn https_client_builder(ca_pem: &Path) -> reqwest::blocking::ClientBuilder {
+    let ca = reqwest::Certificate::from_pem(&fs::read(ca_pem).unwrap()).unwrap();
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
 }
 
 /// A running tenantgate binary.
