@@ -29,6 +29,7 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod flags;
+pub mod ingest;
 pub mod limit;
 pub mod listen;
 pub mod logging;
