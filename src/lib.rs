@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod proxy;
 pub mod push;
+pub mod ratelimit;
 pub mod reload;
 pub mod rewrite;
 pub mod route;

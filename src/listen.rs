@@ -81,8 +81,21 @@ struct Bound {
 async fn serve(config: Config) -> Result<(), StartError> {
     let reload = Arc::new(Reload::default());
     let (auth, key_status, fetcher) = fetch::start(&config, &reload).await.map_err(config_error)?;
-    let gateway =
-        Arc::new(Gateway::new(config.clone(), auth, key_status, &reload).map_err(config_error)?);
+    let hostname = crate::server::hostname();
+    let (ratelimit, ratelimit_tasks) =
+        match crate::ratelimit::setup::start(&config, &hostname, &reload)
+            .await
+            .map_err(config_error)?
+        {
+            Some((limiter, tasks)) => (Some(limiter), tasks),
+            None => (None, Vec::new()),
+        };
+    let gateway = Arc::new(
+        Gateway::new(config.clone(), auth, key_status, ratelimit, &reload).map_err(config_error)?,
+    );
+    for task in ratelimit_tasks {
+        gateway.keep(task);
+    }
     for task in crate::push::start(&gateway, &gateway.push).map_err(config_error)? {
         gateway.keep(task);
     }

@@ -31,10 +31,12 @@ use crate::limit::Limits;
 use crate::metrics::{Gauges, Metrics};
 use crate::proxy::{BackendBody, ClientIp, Tap, Upstream};
 use crate::push::PushStatus;
+use crate::ratelimit::{self, RateLimiter};
 use crate::reload::Reload;
 use crate::rewrite::{self, Topology};
 use crate::route::{self, Probe, Route, RouteClass, RulesKind};
 use crate::secrets::SecretValue;
+pub use answers::hostname;
 use answers::{json_response, text_response, Decoration};
 use own::{Guard, Guards};
 
@@ -61,6 +63,8 @@ pub struct Gateway {
     /// Per-source key metrics, rendered into `/metrics`.
     pub key_status: Arc<fetch::KeyStatus>,
     limits: Limits,
+    /// `-enable.rateLimit`.
+    pub ratelimit: Option<Arc<RateLimiter>>,
     guards: Guards,
     decoration: Decoration,
     audit: Option<Arc<AuditLog>>,
@@ -86,6 +90,7 @@ impl Gateway {
         config: Config,
         auth: Option<Arc<Authenticator>>,
         key_status: Arc<fetch::KeyStatus>,
+        ratelimit: Option<Arc<RateLimiter>>,
         reload: &Reload,
     ) -> Result<Gateway, String> {
         let backend = &config.backend;
@@ -158,8 +163,9 @@ impl Gateway {
                 config.limits.max_concurrent_requests,
                 config.limits.max_concurrent_requests_per_tenant,
             ),
+            ratelimit,
             guards,
-            decoration: Decoration::new(&config.server, &answers::hostname())?,
+            decoration: Decoration::new(&config.server, &hostname())?,
             audit,
             push: Arc::new(PushStatus::new(&config.metrics)),
             background: std::sync::Mutex::new(background),
@@ -379,6 +385,11 @@ impl Gateway {
                     },
                 )
             })?;
+        // Judged before the body is read: a batch is never refused for being larger than what is left.
+        let admission = match &self.ratelimit {
+            Some(limiter) => limiter.admit(grant.access.tenant, write)?,
+            None => None,
+        };
         let (mut parts, body) = request.into_parts();
         let limits = &self.config.limits;
         let body = if write {
@@ -413,7 +424,22 @@ impl Gateway {
         if self.config.server.disable_response_compression {
             parts.headers.remove(header::ACCEPT_ENCODING);
         }
-        let mut tap = Tap::default();
+        let counting = admission.as_ref().filter(|a| a.count_rows).map(|_| {
+            let path = &parts.uri.path()[prefix_len..];
+            RowsToCount {
+                format: crate::ingest::rows::format_for_path(&path[api.start..]),
+                encoding: parts
+                    .headers
+                    .get(header::CONTENT_ENCODING)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                csv_format: parts.uri.query().and_then(csv_format),
+            }
+        });
+        let mut tap = match counting {
+            Some(_) => Tap::copying(ratelimit::MAX_COUNTED_BODY),
+            None => Tap::default(),
+        };
         let outcome = upstream
             .forward(parts, target, body, &mut tap, client, &self.auth_header)
             .await;
@@ -421,6 +447,13 @@ impl Gateway {
         match outcome {
             Ok((response, took)) => {
                 self.metrics.upstream(write, took);
+                if let (Some(rows), Some(admission), Some(limiter), Some(copy)) =
+                    (counting, admission, &self.ratelimit, tap.copy.take())
+                {
+                    if response.status().is_success() {
+                        rows.count_later(limiter.clone(), admission, copy);
+                    }
+                }
                 Ok(response.map(Either::Left))
             }
             Err((kind, e)) => {
@@ -436,17 +469,27 @@ impl Gateway {
         if self.shutting_down.load(Ordering::Acquire) {
             return text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
         }
-        match &self.auth {
-            Some(auth) if !auth.is_ready() => text_response(
+        let (status, mut text) = match &self.auth {
+            Some(auth) if !auth.is_ready() => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "no token verification keys loaded yet: identity provider unreachable\n",
+                "no token verification keys loaded yet: identity provider unreachable\n"
+                    .to_string(),
             ),
-            Some(auth) if !auth.checks_signatures() => text_response(
+            Some(auth) if !auth.checks_signatures() => (
                 StatusCode::OK,
-                "OK\nWARNING: no key source configured; token signatures are NOT checked\n",
+                "OK\nWARNING: no key source configured; token signatures are NOT checked\n"
+                    .to_string(),
             ),
-            _ => text_response(StatusCode::OK, "OK"),
+            _ => (StatusCode::OK, "OK".to_string()),
+        };
+        if let Some(limiter) = &self.ratelimit {
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&limiter.health());
+            text.push('\n');
         }
+        text_response(status, text)
     }
 
     /// The metrics text, as `/metrics` serves it and pushes send it.
@@ -464,6 +507,9 @@ impl Gateway {
             audit.render(&mut extra);
         }
         self.push.render(&mut extra);
+        if let Some(limiter) = &self.ratelimit {
+            limiter.render(&mut extra);
+        }
         self.metrics.render(
             &Gauges {
                 verification_keys: keys,
@@ -484,6 +530,67 @@ impl Gateway {
         );
         response
     }
+}
+
+/// What a write's rows are counted from once the backend accepted it.
+struct RowsToCount {
+    format: crate::ingest::rows::Format,
+    encoding: Option<String>,
+    csv_format: Option<String>,
+}
+
+/// Bodies up to this size are counted on a runtime thread; larger ones on a blocking thread.
+const COUNT_INLINE: usize = 1 << 20;
+
+impl RowsToCount {
+    /// Counts the rows of `body` off the request path and reports them to the limiter.
+    fn count_later(
+        self,
+        limiter: Arc<RateLimiter>,
+        admission: ratelimit::Admission,
+        body: Vec<u8>,
+    ) {
+        let small = body.len() <= COUNT_INLINE;
+        let count = move || {
+            use crate::ingest::rows;
+            let dialect = limiter.dialect;
+            let counted =
+                rows::encoding_from_header(self.encoding.as_deref(), self.format, &dialect)
+                    .map_err(|e| e.to_string())
+                    .and_then(|encoding| {
+                        rows::count_rows(
+                            &dialect,
+                            self.format,
+                            encoding,
+                            self.csv_format.as_deref(),
+                            &body,
+                            ratelimit::MAX_COUNTED_BODY * 8,
+                        )
+                        .map_err(|e| e.to_string())
+                    });
+            match counted {
+                Ok(counted) => limiter.rows_accepted(&admission, counted.rows),
+                Err(e) => tracing::debug!("cannot count the rows of an accepted write: {e}"),
+            }
+        };
+        if small {
+            tokio::spawn(async move { count() });
+        } else {
+            tokio::task::spawn_blocking(count);
+        }
+    }
+}
+
+/// The `format` argument of a CSV import, form-decoded.
+fn csv_format(query: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let value = pair.strip_prefix("format=")?;
+        Some(
+            percent_encoding::percent_decode_str(&value.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned(),
+        )
+    })
 }
 
 /// The fixed answers of VictoriaMetrics' probes.

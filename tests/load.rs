@@ -53,7 +53,7 @@ fn mixed_load_from_many_tenants_has_no_errors_and_flat_memory() {
                 let mut problems = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let token = &tokens[i % tokens.len()];
-                    if i % 3 == 0 {
+                    if i.is_multiple_of(3) {
                         let body = import_lines(&[(&format!(r#"load_metric{{worker="{w}",team="other"}}"#), i as f64)]);
                         let r = client
                             .post(format!("{url}/api/v1/import/prometheus"))

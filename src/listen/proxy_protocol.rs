@@ -292,7 +292,7 @@ mod tests {
             seed ^= seed << 17;
             let len = (seed % 64) as usize;
             let mut bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 56)) as u8).collect();
-            if seed % 3 == 0 {
+            if seed.is_multiple_of(3) {
                 let mut sig = V2_SIGNATURE.to_vec();
                 sig.append(&mut bytes);
                 bytes = sig;

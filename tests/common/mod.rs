@@ -681,16 +681,27 @@ pub struct Vmagent {
 
 impl Vmagent {
     pub fn start(remote_write_url: &str, token: &str) -> Vmagent {
+        Vmagent::scraping(&[], remote_write_url, token)
+    }
+
+    /// vmagent scraping `targets` (host:port, job `targets`), or itself (job `self`) when there are
+    /// none, every second, remote-writing to `remote_write_url` with `token`.
+    pub fn scraping(targets: &[String], remote_write_url: &str, token: &str) -> Vmagent {
         let dir = tempdir();
         let port = free_port();
         let config = dir.path().join("scrape.yml");
-        fs::write(
-            &config,
+        let scrape = if targets.is_empty() {
             format!(
                 "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
-            ),
-        )
-        .unwrap();
+            )
+        } else {
+            let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: targets\n    static_configs:\n      - targets: [{}]\n",
+                list.join(", ")
+            )
+        };
+        fs::write(&config, scrape).unwrap();
         let token_file = dir.path().join("token");
         fs::write(&token_file, token).unwrap();
         let mut cmd = Command::new(deps().get("TG_VMAGENT"));
