@@ -7,7 +7,10 @@
 //! writes into OUTDIR the public keys `rs256.pem`, `es256.pem`, `eddsa.pem` (give all three to
 //! `-auth.publicKeyFiles`), one token per algorithm in `rs256.token`, `es256.token`, `eddsa.token`, and
 //! `rotating.tokens`: ROTATING (default 10000) distinct RS256 tokens, one per line, for the token
-//! rotation scenario. Every token is valid for an hour and grants `extra_labels: {team: dev}`.
+//! rotation scenario. Every token is valid for an hour and grants `extra_labels: {team: dev}`. It also
+//! writes `grants.token` (RS256, no `vm_access`, `groups: [staff, team-dev]`) for the grants-file row, and
+//! `write.body`: a real remote-write request (snappy-compressed protobuf), 10,000 series of one
+//! sample with ten labels each, as vmagent batches them, so row counting has real work.
 
 #[path = "signing.rs"]
 mod signing;
@@ -15,7 +18,58 @@ mod signing;
 use std::fs;
 use std::path::PathBuf;
 
-use signing::{now, payload, SigningKey};
+use signing::{groups_payload, now, payload, SigningKey};
+
+/// A `prometheus.WriteRequest` of `series` series (one sample each), snappy-compressed.
+fn remote_write_body(series: usize) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut n: u64) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    fn field(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+        varint(out, number << 3 | 2);
+        varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+    let ts = now() as i64 * 1000;
+    let mut request = Vec::new();
+    for i in 0..series {
+        let mut ts_msg = Vec::new();
+        let labels: Vec<(String, String)> = [
+            ("__name__", format!("bench_metric_{}", i % 50)),
+            ("instance", format!("host-{}:9100", i % 200)),
+            ("job", "node".to_string()),
+            ("cpu", format!("{}", i % 16)),
+            ("mode", "user".to_string()),
+            ("region", "eu-west-1".to_string()),
+            ("zone", format!("eu-west-1{}", ["a", "b", "c"][i % 3])),
+            ("env", "prod".to_string()),
+            ("service", format!("svc-{}", i % 40)),
+            ("series", i.to_string()),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+        for (name, value) in &labels {
+            let mut label = Vec::new();
+            field(&mut label, 1, name.as_bytes());
+            field(&mut label, 2, value.as_bytes());
+            field(&mut ts_msg, 1, &label);
+        }
+        let mut sample = vec![9]; // field 1 (value), fixed64
+        sample.extend_from_slice(&(i as f64).to_le_bytes());
+        sample.push(16); // field 2 (timestamp), varint
+        varint(&mut sample, ts as u64);
+        field(&mut ts_msg, 2, &sample);
+        field(&mut request, 1, &ts_msg);
+    }
+    snap::raw::Encoder::new()
+        .compress_vec(&request)
+        .expect("snappy")
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -40,6 +94,9 @@ fn main() {
         }
     }
     let rsa = rsa.expect("RS256 key");
+    // For the grants-file row: the same key, no vm_access, a groups claim.
+    fs::write(dir.join("grants.token"), rsa.sign(&groups_payload(exp)))
+        .expect("write grants token");
     // RSA signing is ~1 ms a token: split the work over the machine's cores.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let chunks: Vec<String> = std::thread::scope(|s| {
@@ -62,6 +119,7 @@ fn main() {
             .collect()
     });
     fs::write(dir.join("rotating.tokens"), chunks.concat()).expect("write rotating tokens");
+    fs::write(dir.join("write.body"), remote_write_body(10_000)).expect("write write.body");
     eprintln!(
         "mint_tokens: keys and tokens ({rotating} rotating) in {}",
         dir.display()

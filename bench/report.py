@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints bench/run's table from results.tsv: each figure as a ratio to the same round's nginx figure.
 
-Usage (by bench/run): report.py RESULTS HEADER RSS_IDLE_KIB RSS_PEAK_KIB RSS_AFTER_KIB C1000_RESULT
+Usage (by bench/run): report.py RESULTS HEADER RSS_IDLE_KIB RSS_PEAK_KIB RSS_AFTER_KIB C1000_RESULT WRITE_BYTES
 """
 import statistics
 import sys
@@ -21,7 +21,8 @@ def parse(path):
 
 
 def main():
-    results, header, rss_idle, rss_peak, rss_after, c1000 = sys.argv[1:7]
+    results, header, rss_idle, rss_peak, rss_after, c1000, write_bytes = sys.argv[1:8]
+    write_mib = int(write_bytes) / MIB
     rows = parse(results)
     rounds = sorted(rows["nginx"])
     print(open(header).read().rstrip())
@@ -41,24 +42,26 @@ def main():
     print("| target | req/s | vs nginx | p50 ms | p99 ms | p99.9 ms | non-2xx+sock err | load 1m |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     order = ["direct", "nginx", "hyper-bare", "tg-rs256", "base-rs256", "tg-1worker", "tg-es256", "tg-nocache", "tg-rotate", "nginx-post",
-             "tg-post", "base-post", "nginx-write", "tg-write", "paced-nginx", "paced-tg"]
+             "tg-post", "base-post", "nginx-write", "tg-write", "tg-grants", "tg-rl-rs256", "tg-rl-write", "tg-rlc-write",
+             "paced-nginx", "paced-tg"]
     for t in order:
         if t not in rows:
             continue
-        ref = {"tg-write": "nginx-write", "nginx-write": "nginx-write"}.get(t, "nginx")
+        ref = {"tg-write": "nginx-write", "nginx-write": "nginx-write", "tg-rl-write": "nginx-write",
+               "tg-rlc-write": "nginx-write"}.get(t, "nginx")
         rps = mean(t, "rps")
         errs = sum(rows[t][r]["non2xx"] + rows[t][r]["sockerr"] for r in rounds)
         loads = [rows[t][r]["load"] for r in rounds]
         extra = ""
         if t.endswith("write"):
-            extra = f" = {rps:.0f} MiB/s"
+            extra = f" = {rps * write_mib:.0f} MiB/s"
         rel = "" if t.startswith("paced") else fmt_ratio(ratios(t, ref))
         if t in ("nginx-write",):
             rel = "1.00x (ref)"
         print(f"| {t} | {rps:,.0f}{extra} | {rel} | {mean(t, 'p50'):.3f} | {mean(t, 'p99'):.3f} | "
               f"{mean(t, 'p999'):.3f} | {errs:.0f} | {min(loads):.2f}-{max(loads):.2f} |")
     print()
-    print("Write rows: 1 MiB bodies, so MiB/s = req/s; 'vs nginx' there is against nginx-write.")
+    print(f"Write rows: {write_mib:.2f} MiB remote-write bodies (10,000 series); 'vs nginx' there is against nginx-write.")
     if "base-rs256" in rows:
         print("base-* rows: the TG_BASELINE binary, same flags and scripts as the tg-* row above it.")
     print("Paced rows: both at half of the same round's nginx req/s (wrk lua delay(), see bench/run).")
@@ -80,6 +83,10 @@ def main():
     ratio_check("POST form rewrite req/s (vs nginx GET)", "tg-post", "nginx", 1.0)
     ratio_check("POST form rewrite req/s (vs nginx POST)", "tg-post", "nginx-post", 1.0)
     ratio_check("remote-write bytes/s", "tg-write", "nginx-write", 0.95)
+    ratio_check("grants-file token, cached (vs a vm_access token)", "tg-grants", "tg-rs256", 0.95)
+    ratio_check("rate limits, cached reads (vs tg-rs256)", "tg-rl-rs256", "tg-rs256", 0.95)
+    ratio_check("rate limits, cluster remote write (vs tg-write)", "tg-rlc-write", "tg-write", 0.95)
+    ratio_check("rate limits, single-node remote write with row counting (vs tg-write)", "tg-rl-write", "tg-write", 0.75)
     if "paced-tg" in rows and "paced-nginx" in rows:
         diffs = [rows["paced-tg"][r]["p99"] - rows["paced-nginx"][r]["p99"] for r in rounds]
         d = statistics.mean(diffs)

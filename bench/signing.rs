@@ -99,6 +99,11 @@ pub fn payload(exp: u64, jti: Option<u64>) -> String {
     format!(r#"{{{jti}"exp":{exp},"vm_access":{{"extra_labels":{{"team":"dev"}}}}}}"#)
 }
 
+/// A payload without `vm_access`, with the `groups` claim a grants file maps to a grant.
+pub fn groups_payload(exp: u64) -> String {
+    format!(r#"{{"exp":{exp},"sub":"bench","groups":["staff","team-dev"]}}"#)
+}
+
 /// Seconds since the epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now()

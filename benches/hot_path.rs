@@ -75,6 +75,8 @@ fn cache_hit(c: &mut Criterion) {
         cache_size: 100_000,
         log_invalid: false,
         remote_keys: false,
+        grants: None,
+        grants_override: false,
     };
     let auth = Authenticator::new(settings, key_set(&key), true);
     let mut headers = HeaderMap::new();
@@ -145,7 +147,7 @@ fn rewrites(c: &mut Criterion) {
     let key = SigningKey::generate("EdDSA");
     let token = key.sign(&payload(now() + 3600, None));
     let verified = jwt::verify(&token, &key_set(&key), &verify_options(), now() as f64).unwrap();
-    let grant = GrantArgs::new(&verified.access);
+    let grant = GrantArgs::new(&verified.access.expect("a vm_access claim"));
     let Ok(Route::Read(api)) = route::classify(&Method::GET, "/api/v1/query") else {
         panic!("query is a read")
     };

@@ -20,6 +20,7 @@ pub fn token(data: &[u8]) {
             issuers: vec!["i".into()],
             audiences: vec!["a".into()],
             clock_skew: 5.0,
+            grants: true,
         };
         let _ = verify(token, &KeySet::default(), &checked, 1_700_000_000.0);
     }

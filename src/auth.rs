@@ -14,6 +14,8 @@
 
 pub mod claims;
 pub mod fetch;
+pub mod grants;
+pub mod grants_file;
 pub mod jwt;
 pub mod keys;
 
@@ -29,6 +31,7 @@ use tokio::sync::Notify;
 use crate::error::{AuthReason, ErrorKind, GatewayError};
 use crate::rewrite::GrantArgs;
 use claims::Access;
+use grants::Grants;
 use jwt::{VerifyError, VerifyOptions};
 use keys::KeySet;
 
@@ -88,6 +91,11 @@ pub struct AuthSettings {
     /// Keys (also) come from identity providers, refreshed by [`fetch`]: a token with an unknown `kid`
     /// waits for a refresh round before it is refused.
     pub remote_keys: bool,
+    /// `-auth.grantsFile`: grants for tokens without `vm_access`, chosen by their claims; swapped on
+    /// reload.
+    pub grants: Option<Arc<ArcSwap<Grants>>>,
+    /// `-auth.grantsOverride`: the grants file decides even for tokens that carry `vm_access`.
+    pub grants_override: bool,
 }
 
 /// How long a request whose token names an unknown `kid` waits for the refresh round it asked for. A
@@ -281,13 +289,14 @@ impl Authenticator {
             self.cache_misses.fetch_add(1, Ordering::Relaxed);
         }
         let verified = jwt::verify(token, &keys, &self.settings.verify, now)?;
+        let access = self.access_of(&verified)?;
         let grant = Arc::new(Grant {
-            args: GrantArgs::new(&verified.access),
+            args: GrantArgs::new(&access),
             identity: Identity {
                 subject: verified.subject.map(Into::into),
                 client_id: verified.client_id.map(Into::into),
             },
-            access: verified.access,
+            access,
             exp: verified.exp,
             nbf: verified.nbf,
             generation: keys.generation,
@@ -298,6 +307,53 @@ impl Authenticator {
         Ok(grant)
     }
 
+    /// What a verified token grants: its `vm_access`, or the grants file's answer for its claims (first,
+    /// with `-auth.grantsOverride`). A token no grant matches is refused with the reason, never given a
+    /// default.
+    fn access_of(&self, verified: &jwt::Verified) -> Result<Access, VerifyError> {
+        let grants = match (&self.settings.grants, &verified.access) {
+            (None, Some(access)) => return Ok(access.clone()),
+            (Some(_), Some(access)) if !self.settings.grants_override => return Ok(access.clone()),
+            (Some(grants), _) => grants,
+            (None, None) => {
+                return Err(VerifyError {
+                    reason: AuthReason::MissingClaim,
+                    message: "token has no vm_access claim".into(),
+                    unknown_kid: None,
+                })
+            }
+        };
+        let payload: serde_json::Value = verified
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_slice(p).ok())
+            .unwrap_or(serde_json::Value::Null);
+        grants.load().resolve(&payload).map_err(|why| VerifyError {
+            reason: AuthReason::NoGrant,
+            message: if verified.access.is_none() {
+                format!("token has no vm_access claim and no grant of -auth.grantsFile matches it: {why}")
+            } else {
+                format!("no grant of -auth.grantsFile matches this token (-auth.grantsOverride): {why}")
+            },
+            unknown_kid: None,
+        })
+    }
+
+    /// Puts new grants in force: cached grants were resolved from the old ones, so they go.
+    pub fn replace_grants(&self, grants: Grants) {
+        if let Some(slot) = &self.settings.grants {
+            slot.store(Arc::new(grants));
+            // Same keys under a new generation: every cached grant is worthless at once.
+            let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            let keys = self.keys.load_full();
+            self.keys
+                .store(Arc::new(KeySet::new(keys.keys().to_vec(), generation)));
+            if let Some(cache) = &self.cache {
+                cache.clear();
+            }
+        }
+    }
+
     fn is_current(&self, grant: &Grant, now: f64) -> bool {
         let skew = self.settings.verify.clock_skew;
         now < grant.exp + skew && grant.nbf.is_none_or(|nbf| now + skew >= nbf)
@@ -306,6 +362,11 @@ impl Authenticator {
     fn refusal(&self, e: VerifyError) -> GatewayError {
         if self.settings.log_invalid {
             tracing::info!(reason = e.reason.label(), "refused token: {}", e.message);
+        }
+        // A valid token the grants give nothing is forbidden, not unauthenticated: asking again with the
+        // same identity cannot help.
+        if e.reason == AuthReason::NoGrant {
+            return GatewayError::new(ErrorKind::NoGrant, e.message);
         }
         GatewayError::unauthorized(e.reason, e.message)
     }
@@ -380,6 +441,8 @@ mod tests {
             cache_size,
             log_invalid: false,
             remote_keys: false,
+            grants: None,
+            grants_override: false,
         };
         (pair, Authenticator::new(settings, keys, true))
     }

@@ -38,11 +38,13 @@ pub enum AuthReason {
     Issuer,
     /// `aud` names none of `-auth.audiences`.
     Audience,
+    /// No `vm_access` (or `-auth.grantsOverride`) and no grant of `-auth.grantsFile` matches (403).
+    NoGrant,
 }
 
 impl AuthReason {
     /// Every reason, in the order metrics export them.
-    pub const ALL: [AuthReason; 11] = [
+    pub const ALL: [AuthReason; 12] = [
         AuthReason::Missing,
         AuthReason::Malformed,
         AuthReason::Algorithm,
@@ -54,6 +56,7 @@ impl AuthReason {
         AuthReason::BadClaim,
         AuthReason::Issuer,
         AuthReason::Audience,
+        AuthReason::NoGrant,
     ];
 
     /// The metric label value.
@@ -70,6 +73,7 @@ impl AuthReason {
             AuthReason::BadClaim => "bad_claim",
             AuthReason::Issuer => "issuer",
             AuthReason::Audience => "audience",
+            AuthReason::NoGrant => "no_grant",
         }
     }
 
@@ -90,6 +94,8 @@ pub enum ErrorKind {
     AuthKey,
     /// The token is valid but does not allow this operation or path: 403.
     Forbidden,
+    /// The token is valid, but the grants file gives it nothing: 403, counted as a token refusal.
+    NoGrant,
     /// tenantgate does not serve this path: 404.
     NotFound,
     /// The method is not allowed on this path: 405.
@@ -119,7 +125,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized(_) | ErrorKind::BasicAuth | ErrorKind::AuthKey => {
                 StatusCode::UNAUTHORIZED
             }
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Forbidden | ErrorKind::NoGrant => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
@@ -139,7 +145,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized(_) | ErrorKind::BasicAuth | ErrorKind::AuthKey => {
                 "unauthorized"
             }
-            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Forbidden | ErrorKind::NoGrant => "forbidden",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "bad_data",
             ErrorKind::BadRequest => "bad_data",

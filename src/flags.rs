@@ -268,6 +268,14 @@ pub fn parse<I: IntoIterator<Item = String>>(
 
 /// Checks that involve flags of more than one area.
 fn check_across_areas(config: &Config) -> Result<(), FlagError> {
+    if config.auth.grants_file.is_some() && !config.auth.enabled {
+        return Err(FlagError(
+            "-auth.grantsFile needs -enable.auth: grants are given to verified tokens".to_string(),
+        ));
+    }
+    if config.auth.check.is_some() {
+        return Ok(()); // check mode serves nothing: no backend is needed
+    }
     if config.backend.read_url.is_none() && config.backend.write_url.is_none() {
         return Err(FlagError(
             "tenantgate needs -read.url and/or -write.url".to_string(),
@@ -546,8 +554,9 @@ fn invalid(spec: &FlagSpec, text: &str, value: &Value, why: &str) -> FlagError {
         Some(var) => format!(" (from environment variable {var})"),
         None => String::new(),
     };
-    // Never repeat a secret's value in an error message: it ends up in logs.
-    let shown = if is_secret(spec) {
+    // Never repeat a secret's value in an error message: it ends up in logs. (Paths of key files are
+    // not secrets; `/flags` hides them by VictoriaMetrics' name rule, errors name them.)
+    let shown = if spec.secret {
         "secret".to_string()
     } else {
         format!("{text:?}")

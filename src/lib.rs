@@ -27,6 +27,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod check;
 pub mod error;
 pub mod flags;
 pub mod ingest;

@@ -24,6 +24,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.auth.check.is_some() {
+        // Check mode: only warnings and errors beside the report.
+        let mut log = config.log.clone();
+        log.level = flags::LogLevel::Warn;
+        let _ = tenantgate::logging::init(&log);
+        let (report, code) = tenantgate::check::run(config);
+        print!("{report}");
+        return ExitCode::from(code);
+    }
     if let Err(e) = tenantgate::logging::init(&config.log) {
         eprintln!("tenantgate: {e}");
         return ExitCode::from(2);

@@ -62,13 +62,70 @@ pub struct TenantState {
     rows_total: AtomicU64,
     /// Requests refused, by limit type.
     refused: [AtomicU64; 4],
+    /// Rows per body byte, learnt from exactly counted bodies, per write format.
+    estimates: Mutex<[Estimate; FORMATS]>,
+}
+
+/// Write formats ([`crate::ingest::rows::Format`]) a ratio is kept for.
+const FORMATS: usize = 7;
+
+/// Below this share of its rows limit a tenant's bodies are mostly estimated (see [`RowsPlan`]).
+const EXACT_ABOVE: f64 = 0.5;
+
+/// How often, at least, a body of each tenant and format is counted exactly to keep the ratio true.
+const EXACT_EVERY_SECS: u64 = 1;
+
+/// What a body of one format holds per byte, as last measured.
+#[derive(Debug, Clone, Copy, Default)]
+struct Estimate {
+    /// Rows per byte of body (as sent: compressed when it is); `None` before the first exact count.
+    rows_per_byte: Option<f64>,
+    /// When (limiter seconds) a body was last counted exactly.
+    counted_at: u64,
+}
+
+/// How the rows of an accepted write are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowsPlan {
+    /// Decode the body and count its rows (it is copied on its way to the backend).
+    Exact,
+    /// Body bytes times the tenant's rows-per-byte for the format: cheap, for tenants far from their
+    /// limit, whose ratio was measured less than a second ago.
+    Estimate,
 }
 
 /// A request that passed its limits, to be told what it used.
 pub struct Admission {
     state: Arc<TenantState>,
-    /// Whether the write body must be copied and its rows counted once the backend accepted it.
+    /// Whether the write's rows must be found once the backend accepted it (a rows limit measured by
+    /// tenantgate applies).
     pub count_rows: bool,
+    /// Whether the tenant is within half of a rows limit: then every body is counted exactly.
+    near_limit: bool,
+}
+
+impl Admission {
+    /// How the rows of this write (of `format`) will be found: exactly near the limit, and once a
+    /// second per tenant and format to keep the estimate true; estimated from the body's size otherwise.
+    /// Decoding every body costs 100-200 ns a sample, more than forwarding it, so bodies that cannot
+    /// change a decision are not decoded.
+    pub fn rows_plan(
+        &self,
+        limiter: &RateLimiter,
+        format: crate::ingest::rows::Format,
+    ) -> RowsPlan {
+        if self.near_limit {
+            return RowsPlan::Exact;
+        }
+        let estimates = lock(&self.state.estimates);
+        let e = estimates[format as usize % FORMATS];
+        match e.rows_per_byte {
+            Some(_) if limiter.now().saturating_sub(e.counted_at) < EXACT_EVERY_SECS => {
+                RowsPlan::Estimate
+            }
+            _ => RowsPlan::Exact,
+        }
+    }
 }
 
 /// Settings fixed at start-up.
@@ -175,6 +232,7 @@ impl RateLimiter {
                     reads_total: AtomicU64::new(0),
                     rows_total: AtomicU64::new(0),
                     refused: Default::default(),
+                    estimates: Mutex::new([Estimate::default(); FORMATS]),
                 });
                 self.tenants.insert(tenant, state.clone());
                 state
@@ -201,11 +259,14 @@ impl RateLimiter {
         let mode = self.mode(&snapshot);
         let now = self.now();
         let mut count_rows = false;
+        let mut near_limit = false;
         for limit in limits.1.iter().filter(|l| l.kind.limits_writes() == write) {
             if limit.kind == LimitType::RowsInserted
                 && snapshot.source(LimitType::RowsInserted) == Source::Tenantgate
             {
                 count_rows = true;
+                let (usage, budget) = self.usage_and_budget(&state, limit, &snapshot, mode, now);
+                near_limit |= usage as f64 >= budget as f64 * EXACT_ABOVE;
             }
             if let Some(refusal) = self.judge(&state, limit, &snapshot, mode, now) {
                 state.refused[limit.kind.index()].fetch_add(1, Ordering::Relaxed);
@@ -218,7 +279,43 @@ impl RateLimiter {
             lock(&state.reads).add(now, 1);
             state.reads_total.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(Some(Admission { state, count_rows }))
+        Ok(Some(Admission {
+            state,
+            count_rows,
+            near_limit,
+        }))
+    }
+
+    /// A rows or queries limit's usage and budget, as [`Self::judge`] sees them.
+    fn usage_and_budget(
+        &self,
+        state: &TenantState,
+        limit: &Limit,
+        snapshot: &Snapshot,
+        mode: Mode,
+        now: u64,
+    ) -> (u64, u64) {
+        let window = if limit.kind == LimitType::Queries {
+            &state.reads
+        } else {
+            &state.rows
+        };
+        let mine = {
+            let mut w = lock(window);
+            if limit.resolution == Resolution::Hour {
+                w.hour(now)
+            } else {
+                w.minute(now)
+            }
+        };
+        match mode {
+            Mode::Alone => (mine, limit.value),
+            Mode::Local => (mine, limit.value.div_ceil(snapshot.replicas.max(1) as u64)),
+            Mode::Global => (
+                mine + snapshot.usage(state.tenant, limit.kind, limit.resolution),
+                limit.value,
+            ),
+        }
     }
 
     /// The refusal for `limit`, if the tenant is over it.
@@ -354,6 +451,42 @@ impl RateLimiter {
             .state
             .rows_total
             .fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Reports an exactly counted write of `bytes` (as sent) holding `rows`, which also updates the
+    /// tenant's rows-per-byte for `format`.
+    pub fn rows_counted(
+        &self,
+        admission: &Admission,
+        format: crate::ingest::rows::Format,
+        bytes: u64,
+        rows: u64,
+    ) {
+        if bytes > 0 {
+            let mut estimates = lock(&admission.state.estimates);
+            let e = &mut estimates[format as usize % FORMATS];
+            let ratio = rows as f64 / bytes as f64;
+            // A moving average: one odd body does not swing the estimate.
+            e.rows_per_byte = Some(match e.rows_per_byte {
+                Some(old) => old * 0.7 + ratio * 0.3,
+                None => ratio,
+            });
+            e.counted_at = self.now();
+        }
+        self.rows_accepted(admission, rows);
+    }
+
+    /// Reports a write of `bytes` whose rows are estimated from the tenant's ratio for `format`.
+    pub fn rows_estimated(
+        &self,
+        admission: &Admission,
+        format: crate::ingest::rows::Format,
+        bytes: u64,
+    ) {
+        let ratio = lock(&admission.state.estimates)[format as usize % FORMATS]
+            .rows_per_byte
+            .unwrap_or(0.0);
+        self.rows_accepted(admission, (bytes as f64 * ratio).round() as u64);
     }
 
     /// The mode the snapshot puts decisions in.

@@ -217,8 +217,12 @@ impl Gateway {
         let (mut response, own, error) = match result {
             Ok(response) => (response, false, None),
             Err(e) => {
-                if let ErrorKind::Unauthorized(reason) = e.kind {
-                    self.metrics.auth_rejection(reason);
+                match e.kind {
+                    ErrorKind::Unauthorized(reason) => self.metrics.auth_rejection(reason),
+                    ErrorKind::NoGrant => self
+                        .metrics
+                        .auth_rejection(crate::error::AuthReason::NoGrant),
+                    _ => {}
                 }
                 let status = e.kind.status().as_u16();
                 if e.kind.status().is_server_error() {
@@ -424,10 +428,15 @@ impl Gateway {
         if self.config.server.disable_response_compression {
             parts.headers.remove(header::ACCEPT_ENCODING);
         }
-        let counting = admission.as_ref().filter(|a| a.count_rows).map(|_| {
+        let counting = admission.as_ref().filter(|a| a.count_rows).map(|a| {
             let path = &parts.uri.path()[prefix_len..];
+            let format = crate::ingest::rows::format_for_path(&path[api.start..]);
             RowsToCount {
-                format: crate::ingest::rows::format_for_path(&path[api.start..]),
+                format,
+                plan: self
+                    .ratelimit
+                    .as_deref()
+                    .map_or(ratelimit::RowsPlan::Exact, |l| a.rows_plan(l, format)),
                 encoding: parts
                     .headers
                     .get(header::CONTENT_ENCODING)
@@ -436,9 +445,11 @@ impl Gateway {
                 csv_format: parts.uri.query().and_then(csv_format),
             }
         });
-        let mut tap = match counting {
-            Some(_) => Tap::copying(ratelimit::MAX_COUNTED_BODY),
-            None => Tap::default(),
+        let mut tap = match &counting {
+            Some(rows) if rows.plan == ratelimit::RowsPlan::Exact => {
+                Tap::copying(ratelimit::MAX_COUNTED_BODY)
+            }
+            _ => Tap::default(),
         };
         let outcome = upstream
             .forward(parts, target, body, &mut tap, client, &self.auth_header)
@@ -447,11 +458,14 @@ impl Gateway {
         match outcome {
             Ok((response, took)) => {
                 self.metrics.upstream(write, took);
-                if let (Some(rows), Some(admission), Some(limiter), Some(copy)) =
-                    (counting, admission, &self.ratelimit, tap.copy.take())
+                if let (Some(rows), Some(admission), Some(limiter)) =
+                    (counting, admission, &self.ratelimit)
                 {
                     if response.status().is_success() {
-                        rows.count_later(limiter.clone(), admission, copy);
+                        match tap.copy.take() {
+                            Some(copy) => rows.count_later(limiter.clone(), admission, copy),
+                            None => limiter.rows_estimated(&admission, rows.format, tap.bytes),
+                        }
                     }
                 }
                 Ok(response.map(Either::Left))
@@ -535,6 +549,7 @@ impl Gateway {
 /// What a write's rows are counted from once the backend accepted it.
 struct RowsToCount {
     format: crate::ingest::rows::Format,
+    plan: ratelimit::RowsPlan,
     encoding: Option<String>,
     csv_format: Option<String>,
 }
@@ -551,6 +566,7 @@ impl RowsToCount {
         body: Vec<u8>,
     ) {
         let small = body.len() <= COUNT_INLINE;
+        let size = body.len() as u64;
         let count = move || {
             use crate::ingest::rows;
             let dialect = limiter.dialect;
@@ -569,7 +585,7 @@ impl RowsToCount {
                         .map_err(|e| e.to_string())
                     });
             match counted {
-                Ok(counted) => limiter.rows_accepted(&admission, counted.rows),
+                Ok(counted) => limiter.rows_counted(&admission, self.format, size, counted.rows),
                 Err(e) => tracing::debug!("cannot count the rows of an accepted write: {e}"),
             }
         };

@@ -220,13 +220,7 @@ pub fn parse_claims(payload: &[u8]) -> Result<Claims, ClaimError> {
     };
     let access = match raw.vm_access {
         None => None,
-        Some(RawVmAccessField::Object(v)) => Some(access_from_raw(v)?),
-        Some(RawVmAccessField::Text(text)) => {
-            let v: RawVmAccess = serde_json::from_str(&text).map_err(|e| {
-                ClaimError::VmAccess(format!("string form does not hold a JSON object: {e}"))
-            })?;
-            Some(access_from_raw(v)?)
-        }
+        Some(field) => Some(access_from_field(field)?),
     };
     let text = |v: Option<serde_json::Value>| match v {
         Some(serde_json::Value::String(s)) => Some(s),
@@ -241,6 +235,31 @@ pub fn parse_claims(payload: &[u8]) -> Result<Claims, ClaimError> {
         subject: text(raw.sub),
         client_id: text(raw.client_id).or_else(|| text(raw.azp)),
     })
+}
+
+/// Parses a `vm_access` value on its own, with exactly the rules of the claim in a token, so a grants
+/// file's `vm_access` means what the same claim would.
+pub fn parse_vm_access(value: &serde_json::Value) -> Result<Access, ClaimError> {
+    // Not through the untagged enum, whose error would not say which field is wrong.
+    let field = match value {
+        serde_json::Value::String(text) => RawVmAccessField::Text(text.clone()),
+        other => RawVmAccessField::Object(
+            RawVmAccess::deserialize(other).map_err(|e| ClaimError::VmAccess(e.to_string()))?,
+        ),
+    };
+    access_from_field(field)
+}
+
+fn access_from_field(field: RawVmAccessField) -> Result<Access, ClaimError> {
+    match field {
+        RawVmAccessField::Object(v) => access_from_raw(v),
+        RawVmAccessField::Text(text) => {
+            let v: RawVmAccess = serde_json::from_str(&text).map_err(|e| {
+                ClaimError::VmAccess(format!("string form does not hold a JSON object: {e}"))
+            })?;
+            access_from_raw(v)
+        }
+    }
 }
 
 fn access_from_raw(raw: RawVmAccess) -> Result<Access, ClaimError> {

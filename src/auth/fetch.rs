@@ -298,10 +298,18 @@ pub async fn start(config: &Config, reload: &Reload) -> Result<Started, String> 
             issuers: config.issuers.clone(),
             audiences: config.audiences.clone(),
             clock_skew: config.clock_skew.as_secs_f64(),
+            grants: config.grants_file.is_some(),
         },
         cache_size: config.token_cache_size,
         log_invalid: config.log_invalid_tokens,
         remote_keys: !remotes.is_empty(),
+        grants: match &config.grants_file {
+            Some(path) => Some(Arc::new(arc_swap::ArcSwap::from_pointee(
+                super::grants_file::load(path)?,
+            ))),
+            None => None,
+        },
+        grants_override: config.grants_override,
     };
     let client = http_client(config.tls_ca_file.as_deref())?;
     let now = Instant::now();
@@ -352,6 +360,22 @@ pub async fn start(config: &Config, reload: &Reload) -> Result<Started, String> 
         min_interval: config.min_refresh_interval,
         complete: !has_remotes,
     };
+    if let Some(path) = &config.grants_file {
+        tracing::info!(
+            "grants for tokens without vm_access{} from {}",
+            if config.grants_override {
+                " (and, with -auth.grantsOverride, for every token)"
+            } else {
+                ""
+            },
+            path.display()
+        );
+        tokio::spawn(super::grants_file::watch(
+            authenticator.clone(),
+            path.clone(),
+            reload.subscribe(),
+        ));
+    }
     let (first_round, first_done) = oneshot::channel();
     let handle = tokio::spawn(refresher.run(first_round));
     if !has_remotes {

@@ -28,13 +28,18 @@ pub struct VerifyOptions {
     pub audiences: Vec<String>,
     /// Seconds of clock difference forgiven on `exp` and `nbf`.
     pub clock_skew: f64,
+    /// A grants file is configured: a token without `vm_access` is verified too, and its payload kept
+    /// for the grants to match (`-auth.grantsFile`).
+    pub grants: bool,
 }
 
 /// A token that passed every check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
-    /// What the token grants.
-    pub access: Access,
+    /// What its `vm_access` grants; `None` only with [`VerifyOptions::grants`].
+    pub access: Option<Access>,
+    /// The decoded payload, kept with [`VerifyOptions::grants`] for the grants file to match.
+    pub payload: Option<Vec<u8>>,
     /// Expiry, seconds since the epoch; cache entries die then.
     pub exp: f64,
     /// Not-before, if any.
@@ -196,14 +201,15 @@ pub fn verify(
             "token audience names none of -auth.audiences",
         ));
     }
-    let Some(access) = claims.access else {
+    if claims.access.is_none() && !options.grants {
         return Err(VerifyError::new(
             MissingClaim,
             "token has no vm_access claim",
         ));
-    };
+    }
     Ok(Verified {
-        access,
+        access: claims.access,
+        payload: options.grants.then_some(payload),
         exp: claims.exp,
         nbf: claims.nbf,
         subject: claims.subject,
@@ -270,7 +276,7 @@ pub(crate) mod tests {
         let (pair, keys) = rsa_setup();
         let token = rs256(&pair, r#"{"alg":"RS256","typ":"JWT"}"#, GOOD);
         let v = verify(&token, &keys, &opts(), NOW).unwrap();
-        assert_eq!(v.access.tenant.project, 1);
+        assert_eq!(v.access.unwrap().tenant.project, 1);
         let token = rs256(&pair, r#"{"alg":"RS256","typ":"at+jwt"}"#, GOOD);
         assert!(verify(&token, &keys, &opts(), NOW).is_ok());
     }

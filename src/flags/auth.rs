@@ -9,7 +9,8 @@ use super::values::{
     parse_bool, parse_duration, parse_existing_file, parse_header_name, parse_http_url,
     parse_positive_duration, parse_string, parse_usize,
 };
-use super::{flag, FlagError, FlagSpec, Given, Kind};
+use super::values::{parse_secret, Secret};
+use super::{flag, secret, FlagError, FlagSpec, Given, Kind};
 
 pub(super) const FLAGS: &[FlagSpec] = &[
     flag("enable.auth", Kind::Bool, "false", "Whether to require a JWT on every request and restrict the request to the tenant and labels in its vm_access claim"),
@@ -28,6 +29,10 @@ pub(super) const FLAGS: &[FlagSpec] = &[
     flag("auth.hmacSecretFiles", Kind::Array, "", "Paths to files with shared secrets for verifying HMAC-signed (HS256, HS384, HS512) tokens. Each file must exist at start-up"),
     flag("auth.tokenCacheSize", Kind::Int, "100000", "How many verified tokens to cache, so each token's signature is checked once. 0 disables the cache"),
     flag("logInvalidAuthTokens", Kind::Bool, "false", "Whether to log why a request's token was rejected. The token itself is never logged"),
+    flag("auth.grantsFile", Kind::String, "", "Path to a YAML file mapping ordinary claims (groups, roles, realm_access.roles, email, hd, ...) to grants in vm_access's layout, for identity providers that cannot issue vm_access (see docs/grants.md). A token with vm_access keeps it unless -auth.grantsOverride; a token no grant matches gets 403. Re-read on SIGHUP and when it changes; a file that no longer parses keeps the grants in force"),
+    flag("auth.grantsOverride", Kind::Bool, "false", "Whether -auth.grantsFile decides for every token, even one that carries vm_access"),
+    flag("checkGrants", Kind::String, "", "Check mode: load this grants file, verify -checkToken with the configured keys, print which grant the token gets and what a query and a write would be forwarded as, and exit (0: a grant applies, 1: none or the token is invalid, 2: bad flags or file). The server is not started"),
+    secret("checkToken", Kind::String, "", "The token (JWT, with or without Bearer) for -checkGrants; file:// reads it from a file"),
 ];
 
 /// How tokens are found and verified.
@@ -65,6 +70,12 @@ pub struct AuthConfig {
     pub token_cache_size: usize,
     /// `-logInvalidAuthTokens`.
     pub log_invalid_tokens: bool,
+    /// `-auth.grantsFile`; it existed at parse time.
+    pub grants_file: Option<PathBuf>,
+    /// `-auth.grantsOverride`.
+    pub grants_override: bool,
+    /// `-checkGrants` and `-checkToken`: check mode instead of serving.
+    pub check: Option<(PathBuf, Secret)>,
 }
 
 impl AuthConfig {
@@ -96,5 +107,20 @@ pub(super) fn build(given: &Given) -> Result<AuthConfig, FlagError> {
         hmac_secret_files: given.get_list("auth.hmacSecretFiles", parse_existing_file)?,
         token_cache_size: given.get("auth.tokenCacheSize", parse_usize)?,
         log_invalid_tokens: given.get("logInvalidAuthTokens", parse_bool)?,
+        grants_file: given.get_opt("auth.grantsFile", parse_existing_file)?,
+        grants_override: given.get("auth.grantsOverride", parse_bool)?,
+        check: match (
+            given.get_opt("checkGrants", parse_existing_file)?,
+            given.get_opt("checkToken", parse_secret)?,
+        ) {
+            (Some(file), Some(token)) => Some((file, token)),
+            (None, None) => None,
+            _ => {
+                return Err(FlagError(
+                    "-checkGrants and -checkToken go together: the grants file and the token to check against it"
+                        .to_string(),
+                ))
+            }
+        },
     })
 }

@@ -173,3 +173,31 @@ fn series_limits_without_a_reading_are_not_judged() {
         e.message
     );
 }
+
+#[test]
+fn far_from_the_limit_bodies_are_estimated_from_a_ratio_measured_each_second() {
+    use crate::ingest::rows::Format;
+    let l = limiter("limits:\n  - {type: rows_inserted, value: 1000}\n", false);
+    let a = l.admit(T, true).unwrap().unwrap();
+    assert_eq!(
+        a.rows_plan(&l, Format::RemoteWrite),
+        RowsPlan::Exact,
+        "no ratio yet"
+    );
+    l.rows_counted(&a, Format::RemoteWrite, 1000, 100);
+    let b = l.admit(T, true).unwrap().unwrap();
+    assert_eq!(b.rows_plan(&l, Format::RemoteWrite), RowsPlan::Estimate);
+    assert_eq!(
+        b.rows_plan(&l, Format::PrometheusText),
+        RowsPlan::Exact,
+        "per format"
+    );
+    l.rows_estimated(&b, Format::RemoteWrite, 3000);
+    // 100 + 300 = 400 rows, under half of 1000: still estimated.
+    let c = l.admit(T, true).unwrap().unwrap();
+    assert_eq!(c.rows_plan(&l, Format::RemoteWrite), RowsPlan::Estimate);
+    l.rows_estimated(&c, Format::RemoteWrite, 2000);
+    // 600 rows: within half of the limit, every body is counted exactly.
+    let d = l.admit(T, true).unwrap().unwrap();
+    assert_eq!(d.rows_plan(&l, Format::RemoteWrite), RowsPlan::Exact);
+}
