@@ -178,12 +178,34 @@ fn every_yaml_json_and_ini_file_under_deploy_parses() {
         checked,
         [
             "deploy/docker-compose.yml",
+            "deploy/grafana/dashboards/tenantgate.json",
             "deploy/grafana/grafana.ini",
+            "deploy/grafana/provisioning/dashboards/tenantgate.yml",
             "deploy/grafana/provisioning/datasources/tenantgate.yml",
             "deploy/keycloak/monitoring-realm.json",
             "deploy/vmagent/scrape.yml",
+            "deploy/vmalert/tenantgate-rules.yml",
         ]
     );
+}
+
+#[test]
+fn grafana_loads_the_dashboard_from_where_compose_mounts_it() {
+    let compose = compose();
+    let volumes = strings(&compose["services"]["grafana"]["volumes"]);
+    let provider = yaml(&deploy("grafana/provisioning/dashboards/tenantgate.yml"));
+    let path = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for mount in [
+        "./grafana/provisioning/dashboards:/etc/grafana/provisioning/dashboards:ro".to_string(),
+        format!("./grafana/dashboards:{path}:ro"),
+    ] {
+        assert!(volumes.contains(&mount), "{mount} not in {volumes:?}");
+    }
+    let dashboard = json_file(&deploy("grafana/dashboards/tenantgate.json"));
+    assert_eq!(dashboard["uid"], "tenantgate");
 }
 
 #[test]
