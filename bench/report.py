@@ -43,12 +43,13 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     order = ["direct", "nginx", "hyper-bare", "tg-rs256", "base-rs256", "tg-1worker", "tg-es256", "tg-nocache", "tg-rotate", "nginx-post",
              "tg-post", "base-post", "nginx-write", "tg-write", "tg-grants", "tg-rl-rs256", "tg-rl-write", "tg-rlc-write",
-             "paced-nginx", "paced-tg"]
+             "tg-prom-post", "tg-prom-write", "paced-nginx", "paced-tg"]
     for t in order:
         if t not in rows:
             continue
         ref = {"tg-write": "nginx-write", "nginx-write": "nginx-write", "tg-rl-write": "nginx-write",
-               "tg-rlc-write": "nginx-write"}.get(t, "nginx")
+               "tg-rlc-write": "nginx-write", "tg-prom-write": "nginx-write",
+               "tg-prom-post": "nginx-post"}.get(t, "nginx")
         rps = mean(t, "rps")
         errs = sum(rows[t][r]["non2xx"] + rows[t][r]["sockerr"] for r in rounds)
         loads = [rows[t][r]["load"] for r in rounds]
@@ -87,6 +88,9 @@ def main():
     ratio_check("rate limits, cached reads (vs tg-rs256)", "tg-rl-rs256", "tg-rs256", 0.95)
     ratio_check("rate limits, cluster remote write (vs tg-write)", "tg-rlc-write", "tg-write", 0.95)
     ratio_check("rate limits, single-node remote write with row counting (vs tg-write)", "tg-rl-write", "tg-write", 0.75)
+    ratio_check("PromQL-enforced range query, POST (vs nginx POST)", "tg-prom-post", "nginx-post", 0.8)
+    ratio_check("PromQL-enforced range query (vs tg-post, VictoriaMetrics path)", "tg-prom-post", "tg-post", 0.9)
+    ratio_check("remote write relabelled for Prometheus (vs nginx-write)", "tg-prom-write", "nginx-write", 0.3)
     if "paced-tg" in rows and "paced-nginx" in rows:
         diffs = [rows["paced-tg"][r]["p99"] - rows["paced-nginx"][r]["p99"] for r in rounds]
         d = statistics.mean(diffs)

@@ -159,3 +159,37 @@ fn chunked(data: &[u8], step: usize) -> Result<(Vec<u8>, Option<Vec<u8>>), Strin
         assert!(body.len() <= data.len());
     }
 }
+
+/// Any bytes: the first picks a grant, the rest is a PromQL query (see `promql::fuzz_enforce`: every
+/// selector of a rewrite carries the grant, rewriting is idempotent) and, read as the arguments of a
+/// read, every `query` value a Go backend would read from what tenantgate forwards is one it rewrote.
+pub fn promql(data: &[u8]) {
+    use std::sync::Arc;
+    use tenantgate::prom_api::{rewrite_args, Carrier};
+    use tenantgate::promql::{check_enforced, enforce_query, Enforcement};
+
+    tenantgate::promql::fuzz_enforce(data);
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let e = Enforcement::new(&[("team".into(), "dev".into())], &[]).unwrap();
+    let mut out = String::new();
+    let mut enforce = |q: &str| enforce_query(q, &e).map(|s| Arc::from(s.as_str()));
+    if rewrite_args(text, Carrier::Expression, &mut out, &mut enforce).is_err() {
+        return;
+    }
+    for pair in out.split('&').filter(|p| !p.contains(';')) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        if decode(name) == "query" {
+            let value = decode(value);
+            if let Err(why) = check_enforced(&value, &e) {
+                panic!("forwarded query {value:?} from {text:?}: {why}");
+            }
+        }
+    }
+}

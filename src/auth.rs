@@ -21,7 +21,7 @@ pub mod keys;
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -29,6 +29,8 @@ use http::HeaderMap;
 use tokio::sync::Notify;
 
 use crate::error::{AuthReason, ErrorKind, GatewayError};
+use crate::ingest::relabel::{Enforced, RelabelError};
+use crate::promql::{EnforceError, Enforcement};
 use crate::rewrite::GrantArgs;
 use claims::Access;
 use grants::Grants;
@@ -50,6 +52,10 @@ pub struct Grant {
     nbf: Option<f64>,
     /// Key-set generation this was verified under.
     generation: u64,
+    /// The PromQL form of the restriction, built the first time a Prometheus-family backend needs it.
+    promql: OnceLock<Result<Enforcement, EnforceError>>,
+    /// The labels in remote-write form, built the first time a Prometheus-family receiver needs them.
+    remote_write: OnceLock<Result<Enforced, RelabelError>>,
 }
 
 /// Who a token names, for the audit log.
@@ -71,7 +77,25 @@ impl Grant {
             exp: f64::INFINITY,
             nbf: None,
             generation: 0,
+            promql: OnceLock::new(),
+            remote_write: OnceLock::new(),
         }
+    }
+
+    /// What every PromQL selector gets under this grant (Prometheus-family read backends); built once
+    /// per verified token. An error is a grant PromQL cannot express (several filters, a bad filter).
+    pub fn promql(&self) -> Result<&Enforcement, &EnforceError> {
+        self.promql
+            .get_or_init(|| Enforcement::new(&self.access.extra_labels, &self.access.extra_filters))
+            .as_ref()
+    }
+
+    /// The labels every remote-written series gets (Prometheus-family receivers); built once per
+    /// verified token.
+    pub fn remote_write_labels(&self) -> Result<&Enforced, &RelabelError> {
+        self.remote_write
+            .get_or_init(|| Enforced::new(&self.access.extra_labels))
+            .as_ref()
     }
 }
 
@@ -300,6 +324,8 @@ impl Authenticator {
             exp: verified.exp,
             nbf: verified.nbf,
             generation: keys.generation,
+            promql: OnceLock::new(),
+            remote_write: OnceLock::new(),
         });
         if let Some(cache) = &self.cache {
             cache.insert(Box::from(token), grant.clone());

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
 pub use auth::AuthConfig;
-pub use backend::{BackendConfig, UpstreamTls};
+pub use backend::{BackendConfig, BackendType, TenantFormat, TenantHeader, UpstreamTls};
 pub use compat::CompatConfig;
 pub use datasource::{DatasourceAuth, DatasourceConfig};
 pub use limits::{LimitsConfig, LimitsSource, RateLimitConfig, WriteLimitStatus};

@@ -19,6 +19,8 @@
 //! - [`proxy`]: the only code that talks to backends; header hygiene and streaming.
 //!   - [`proxy::wire`]: pure; HTTP/1.1 request heads out, answer heads and chunked bodies in.
 //!   - `proxy::conn`: backend sockets, the idle pool, the streamed answer body.
+//! - [`promql`]: pure; PromQL rewritten so every selector carries a grant's matchers (Prometheus-family
+//!   read backends); [`rules_filter`]: their rules and alerts answers cut down to a grant.
 //! - [`metrics`]: the gateway's own counters and histograms.
 //! - [`error`]: one error type; its kind decides status, JSON body and metric label.
 //! - [`logging`]: VictoriaMetrics-style or JSON log lines.
@@ -36,11 +38,14 @@ pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;
+pub mod prom_api;
+pub mod promql;
 pub mod proxy;
 pub mod push;
 pub mod ratelimit;
 pub mod reload;
 pub mod rewrite;
 pub mod route;
+pub mod rules_filter;
 pub mod secrets;
 pub mod server;

@@ -124,6 +124,26 @@ pub struct Gauges {
     pub extra: String,
 }
 
+/// Writes one metric family: its `# HELP` and `# TYPE` lines, then one sample per `(label value, value)`
+/// under the label `label` (or a single unlabelled sample when `label` is empty).
+pub fn write_family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    samples: &[(&str, u64)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (value, n) in samples {
+        if label.is_empty() {
+            let _ = writeln!(out, "{name} {n}");
+        } else {
+            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+        }
+    }
+}
+
 fn status_index(status: u16) -> usize {
     STATUSES
         .iter()

@@ -56,15 +56,25 @@ pub enum RequestBody {
 const COALESCE: usize = 16 * 1024;
 
 /// Client headers the backend must never see: identities, and tenant selectors some backends honour.
-const PRIVATE: [HeaderName; 7] = [
+const PRIVATE: [HeaderName; 8] = [
     header::AUTHORIZATION,
     header::COOKIE,
     HeaderName::from_static("x-id-token"),
     HeaderName::from_static("accountid"),
     HeaderName::from_static("projectid"),
+    // Mimir, Cortex, Loki and Thanos Receive's tenant headers.
     HeaderName::from_static("x-scope-orgid"),
+    HeaderName::from_static("thanos-tenant"),
     HeaderName::from_static("tenantid"),
 ];
+
+/// The headers the gateway itself sends a backend, and so removes from what the client sent.
+pub struct OwnHeaders<'a> {
+    /// The header the client's token came in (`-auth.httpHeader`): removed.
+    pub auth: &'a HeaderName,
+    /// `-backend.tenantHeader` and the token's tenant: client copies removed, ours set.
+    pub tenant: Option<(&'a HeaderName, HeaderValue)>,
+}
 
 /// One backend (`-read.url` or `-write.url`) and the connection pool to it.
 pub struct Upstream {
@@ -148,7 +158,7 @@ impl Upstream {
         mut body: RequestBody,
         tap: &mut Tap,
         client: &ClientIp,
-        auth_header: &HeaderName,
+        own: OwnHeaders<'_>,
     ) -> Result<(Response<BackendBody>, Duration), (Option<UpstreamError>, GatewayError)> {
         if !wire::valid_target(&target) {
             return Err((
@@ -156,7 +166,11 @@ impl Upstream {
                 GatewayError::new(ErrorKind::BadRequest, "request target cannot be forwarded"),
             ));
         }
-        clean_request_headers(&mut parts.headers, auth_header);
+        clean_request_headers(&mut parts.headers, own.auth);
+        if let Some((name, value)) = own.tenant {
+            // `insert` replaces every client copy.
+            parts.headers.insert(name, value);
+        }
         parts.headers.insert(header::HOST, self.host.clone());
         append_forwarded_for(&mut parts.headers, client);
         let length = body_length(&parts.method, &body);
@@ -637,7 +651,10 @@ mod tests {
                 body,
                 &mut Tap::default(),
                 &client,
-                &header::AUTHORIZATION,
+                OwnHeaders {
+                    auth: &header::AUTHORIZATION,
+                    tenant: None,
+                },
             )
             .await
             .map_err(|(_, e)| e.message)

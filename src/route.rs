@@ -139,6 +139,8 @@ const READ_PATHS: &[&str] = &[
 /// Prometheus-family writes (after the optional `/prometheus` prefix).
 const WRITE_PATHS: &[&str] = &[
     "/api/v1/write",
+    // Mimir's and Cortex's remote-write path, which VictoriaMetrics serves too.
+    "/api/v1/push",
     "/api/v1/import",
     "/api/v1/import/native",
     "/api/v1/import/csv",

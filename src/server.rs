@@ -10,6 +10,7 @@
 mod answers;
 mod bodies;
 mod own;
+mod prometheus;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,10 +27,10 @@ use crate::audit::{AuditLog, AuditedBody, Record};
 use crate::auth::claims::{Access, Mode};
 use crate::auth::{fetch, Authenticator, Grant};
 use crate::error::{ErrorKind, GatewayError};
-use crate::flags::Config;
+use crate::flags::{BackendType, Config, TenantFormat};
 use crate::limit::Limits;
 use crate::metrics::{Gauges, Metrics};
-use crate::proxy::{BackendBody, ClientIp, Tap, Upstream};
+use crate::proxy::{BackendBody, ClientIp, OwnHeaders, RequestBody, Tap, Upstream};
 use crate::push::PushStatus;
 use crate::ratelimit::{self, RateLimiter};
 use crate::reload::Reload;
@@ -39,6 +40,7 @@ use crate::secrets::SecretValue;
 pub use answers::hostname;
 use answers::{json_response, text_response, Decoration};
 use own::{Guard, Guards};
+use prometheus::{PrometheusBackends, ReadPlan};
 
 /// What a response body is inside the pipeline: a backend's stream or tenantgate's own bytes.
 pub type ResponseBody = Either<BackendBody, Full<Bytes>>;
@@ -58,6 +60,13 @@ pub struct Gateway {
     open_grant: Arc<Grant>,
     read: Option<Upstream>,
     write: Option<Upstream>,
+    /// `-read.backendType`, `-write.backendType`.
+    read_type: BackendType,
+    write_type: BackendType,
+    /// PromQL rewrites, rules filtering and remote-write relabelling for Prometheus-family backends.
+    prometheus: PrometheusBackends,
+    /// `-backend.tenantHeader` and its format.
+    tenant_header: Option<(http::HeaderName, TenantFormat)>,
     /// Request, auth and upstream counters.
     pub metrics: Metrics,
     /// Per-source key metrics, rendered into `/metrics`.
@@ -105,6 +114,14 @@ impl Gateway {
             .map_err(|e| format!("-write.url: {e}"))?;
         let auth_header = http::HeaderName::from_bytes(config.auth.header.as_bytes())
             .map_err(|e| format!("-auth.httpHeader: {e}"))?;
+        let tenant_header = match &backend.tenant_header {
+            Some(h) => Some((
+                http::HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|e| format!("-backend.tenantHeader: {e}"))?,
+                h.format,
+            )),
+            None => None,
+        };
         let mut background = Vec::new();
         let mut secret = |value: &Option<crate::flags::Secret>,
                           flag: &str|
@@ -157,6 +174,10 @@ impl Gateway {
             })),
             read,
             write,
+            read_type: backend.read_type,
+            write_type: backend.write_type,
+            prometheus: PrometheusBackends::default(),
+            tenant_header,
             metrics: Metrics::default(),
             key_status,
             limits: Limits::new(
@@ -348,9 +369,13 @@ impl Gateway {
         served.grant = Some(grant.clone());
         check_mode(grant.access.mode, write)?;
         if let Some(kind) = rules {
-            // A single-node backend's rules and alerts cover every team; they cannot be filtered by
-            // labels, so a restricted token sees an empty list rather than other teams' rules.
-            if self.topology == Topology::Single && grant.access.is_label_restricted() {
+            // A single-node VictoriaMetrics' rules and alerts (vmalert's, proxied) cover every team and
+            // take no label arguments, so a restricted token sees an empty list rather than other
+            // teams' rules. Prometheus-family answers are filtered instead (see `prometheus`).
+            if self.topology == Topology::Single
+                && self.read_type == BackendType::VictoriaMetrics
+                && grant.access.is_label_restricted()
+            {
                 let body = match kind {
                     RulesKind::Rules => r#"{"status":"success","data":{"groups":[]}}"#,
                     RulesKind::Alerts => r#"{"status":"success","data":{"alerts":[]}}"#,
@@ -358,8 +383,34 @@ impl Gateway {
                 return Ok(json_response(StatusCode::OK, body));
             }
         }
-        self.proxy(request, client, api, grant, write, prefix_len, served)
-            .await
+        self.proxy(
+            request, client, api, grant, write, rules, prefix_len, served,
+        )
+        .await
+    }
+
+    /// The value of `-backend.tenantHeader` for this grant, when the flag is set.
+    fn tenant_header(
+        &self,
+        grant: &Grant,
+    ) -> Result<Option<(&http::HeaderName, HeaderValue)>, GatewayError> {
+        let Some((name, format)) = &self.tenant_header else {
+            return Ok(None);
+        };
+        let tenant = grant.access.tenant;
+        let text = match format {
+            TenantFormat::AccountProject => grant.args.tenant.clone(),
+            TenantFormat::Account if tenant.project == 0 => tenant.account.to_string(),
+            TenantFormat::Account => {
+                return Err(GatewayError::new(
+                    ErrorKind::Forbidden,
+                    format!("the token's tenant {tenant} has a non-zero projectID, which -backend.tenantHeaderFormat=account cannot pass on without mixing it up with tenant {}:0", tenant.account),
+                ))
+            }
+        };
+        let value = HeaderValue::from_str(&text)
+            .map_err(|_| GatewayError::new(ErrorKind::Internal, "tenant is not a header value"))?;
+        Ok(Some((name, value)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -370,9 +421,29 @@ impl Gateway {
         api: route::Api,
         grant: Arc<Grant>,
         write: bool,
+        rules: Option<RulesKind>,
         prefix_len: usize,
         served: &mut Served,
     ) -> Result<Response<ResponseBody>, GatewayError> {
+        let tenant_header = self.tenant_header(&grant)?;
+        let prometheus = if write {
+            self.write_type
+        } else {
+            self.read_type
+        } == BackendType::Prometheus;
+        if prometheus && write {
+            return self
+                .remote_write(
+                    request,
+                    client,
+                    api,
+                    grant,
+                    prefix_len,
+                    served,
+                    tenant_header,
+                )
+                .await;
+        }
         let _permit = self
             .limits
             .acquire(&grant)
@@ -412,19 +483,51 @@ impl Gateway {
             )
             .await?
         };
-        let (target, dropped) = rewrite::upstream_target(
-            self.topology,
-            write,
-            &upstream.base_path,
-            api,
-            &parts.uri.path()[prefix_len..],
-            parts.uri.query(),
-            &grant.args,
-        );
-        self.metrics.stripped(dropped);
-        if dropped > 0 {
-            tracing::info!(dropped, tenant = %grant.access.tenant, "removed client-supplied extra_label/extra_filters arguments");
-        }
+        let path = &parts.uri.path()[prefix_len..];
+        let (target, body) = if prometheus {
+            // The backend's own API prefix (Mimir's `/prometheus`) comes from -read.url; a client's
+            // VictoriaMetrics-style `/prometheus` prefix is dropped.
+            let api_path = &path[api.start..];
+            let planned = match rules {
+                Some(_) => {
+                    // The filter reads the answer: it must come uncompressed.
+                    parts.headers.remove(header::ACCEPT_ENCODING);
+                    self.prometheus.rules(
+                        &grant,
+                        &upstream.base_path,
+                        api_path,
+                        parts.uri.query(),
+                        body,
+                    )
+                }
+                None => self.prometheus.read(
+                    &grant,
+                    &upstream.base_path,
+                    api_path,
+                    parts.uri.query(),
+                    body,
+                ),
+            }?;
+            match planned {
+                ReadPlan::Forward(target, body) => (target, body),
+                ReadPlan::Answer(answer) => return Ok(answer),
+            }
+        } else {
+            let (target, dropped) = rewrite::upstream_target(
+                self.topology,
+                write,
+                &upstream.base_path,
+                api,
+                path,
+                parts.uri.query(),
+                &grant.args,
+            );
+            self.metrics.stripped(dropped);
+            if dropped > 0 {
+                tracing::info!(dropped, tenant = %grant.access.tenant, "removed client-supplied extra_label/extra_filters arguments");
+            }
+            (target, body)
+        };
         if self.config.server.disable_response_compression {
             parts.headers.remove(header::ACCEPT_ENCODING);
         }
@@ -451,8 +554,12 @@ impl Gateway {
             }
             _ => Tap::default(),
         };
+        let own = OwnHeaders {
+            auth: &self.auth_header,
+            tenant: tenant_header,
+        };
         let outcome = upstream
-            .forward(parts, target, body, &mut tap, client, &self.auth_header)
+            .forward(parts, target, body, &mut tap, client, own)
             .await;
         served.bytes_in = tap.bytes;
         match outcome {
@@ -466,6 +573,109 @@ impl Gateway {
                             Some(copy) => rows.count_later(limiter.clone(), admission, copy),
                             None => limiter.rows_estimated(&admission, rows.format, tap.bytes),
                         }
+                    }
+                }
+                match rules {
+                    Some(kind) if prometheus => {
+                        self.prometheus
+                            .filter_rules_answer(&grant, kind, response)
+                            .await
+                    }
+                    _ => Ok(response.map(Either::Left)),
+                }
+            }
+            Err((kind, e)) => {
+                if let Some(kind) = kind {
+                    self.metrics.upstream_error(kind);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A remote write to a Prometheus-family receiver: the body read whole, every series given the
+    /// token's labels, the new body forwarded to the receiver's URL, its rows reported to rate limits.
+    #[allow(clippy::too_many_arguments)]
+    async fn remote_write(
+        &self,
+        request: Request<Incoming>,
+        client: &ClientIp,
+        api: route::Api,
+        grant: Arc<Grant>,
+        prefix_len: usize,
+        served: &mut Served,
+        tenant_header: Option<(&http::HeaderName, HeaderValue)>,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let path = &request.uri().path()[prefix_len..];
+        let format = crate::ingest::rows::format_for_path(&path[api.start..]);
+        if format != crate::ingest::rows::Format::RemoteWrite {
+            return Err(GatewayError::new(
+                ErrorKind::NotFound,
+                format!("{path}: the write backend is a Prometheus remote-write receiver (-write.backendType=prometheus), which takes only remote write (/api/v1/write); send other formats to a VictoriaMetrics backend"),
+            ));
+        }
+        let _permit = self
+            .limits
+            .acquire(&grant)
+            .inspect_err(|_| self.metrics.concurrency_rejection())?;
+        let upstream = self.write.as_ref().ok_or_else(|| {
+            GatewayError::new(
+                ErrorKind::NotFound,
+                "writes are not enabled on this gateway (no -write.url)",
+            )
+        })?;
+        let admission = match &self.ratelimit {
+            Some(limiter) => limiter.admit(grant.access.tenant, true)?,
+            None => None,
+        };
+        let (parts, body) = request.into_parts();
+        let limits = &self.config.limits;
+        let raw =
+            bodies::whole_write_body(&parts.headers, body, limits.max_request_body_size).await?;
+        served.bytes_in = raw.len() as u64;
+        // Rows are counted (exactly: the body is decoded anyway) only where a rows limit needs them.
+        let count_in = match (&admission, self.ratelimit.as_deref()) {
+            (Some(a), Some(limiter)) if a.count_rows => Some(limiter.dialect),
+            _ => None,
+        };
+        // Decoded bodies are bounded too: a small snappy block can claim gigabytes.
+        let max_decoded = (limits.max_request_body_size.saturating_mul(8)).max(64 << 20) as usize;
+        let (rewritten, rows) = self.prometheus.remote_write(
+            &grant,
+            &parts.headers,
+            &raw,
+            max_decoded,
+            count_in.as_ref(),
+        )?;
+        let target = prometheus::remote_write_target(&upstream.base_path, parts.uri.query());
+        let own = OwnHeaders {
+            auth: &self.auth_header,
+            tenant: tenant_header,
+        };
+        let mut tap = Tap::default();
+        let outcome = upstream
+            .forward(
+                parts,
+                target,
+                RequestBody::Full(rewritten),
+                &mut tap,
+                client,
+                own,
+            )
+            .await;
+        match outcome {
+            Ok((response, took)) => {
+                self.metrics.upstream(true, took);
+                if let (Some(admission), Some(limiter), Some(rows)) =
+                    (admission, &self.ratelimit, rows)
+                {
+                    if response.status().is_success() {
+                        limiter.rows_counted(
+                            &admission,
+                            crate::ingest::rows::Format::RemoteWrite,
+                            raw.len() as u64,
+                            rows,
+                        );
                     }
                 }
                 Ok(response.map(Either::Left))
@@ -521,6 +731,9 @@ impl Gateway {
             audit.render(&mut extra);
         }
         self.push.render(&mut extra);
+        if self.read_type == BackendType::Prometheus || self.write_type == BackendType::Prometheus {
+            self.prometheus.render(&mut extra);
+        }
         if let Some(limiter) = &self.ratelimit {
             limiter.render(&mut extra);
         }

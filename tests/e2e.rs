@@ -1,15 +1,17 @@
 //! The scene of `scripts/demo`, end to end, with real parts only: a real OpenID Connect provider (standing in
 //! for Keycloak, under `/realms/master`), VictoriaMetrics single-node, the cluster stand-in (nginx in front of
 //! one single-node per tenant), vmagent and Prometheus remote-writing with OAuth2 client credentials, two
-//! people logged in through the authorization-code flow, and tenantgate in cluster and single-node mode.
+//! people logged in through the authorization-code flow, and tenantgate in cluster and single-node mode,
+//! plus a third gateway in front of a real Prometheus (`-read.backendType=prometheus`), where tenantgate
+//! enforces the labels itself.
 //!
 //! Every assertion about data is made on what VictoriaMetrics stored or answered.
 //!
 //! Who is who (the same as in `scripts/demo` and `deploy/keycloak/monitoring-realm.json`):
 //! - `dev`: tenant 0:1, `extra_labels: {team: dev}`. Tenant 0:1 holds nothing in the cluster.
 //! - `admin`: tenant 0:0, `extra_labels: {team: admin}`.
-//! - client `vmagent`: tenant 0:0, no labels. It scrapes VictoriaMetrics (labelled `team=dev`) and both
-//!   gateways (labelled `team=admin`) and writes through both gateways.
+//! - client `vmagent`: tenant 0:0, no labels. It scrapes VictoriaMetrics (labelled `team=dev`) and the
+//!   gateways (labelled `team=admin`) and writes through all three.
 
 mod common;
 
@@ -78,6 +80,19 @@ fn gateways(idp: &Idp, vm: &Victoria, cluster: &Cluster) -> (Gate, Gate) {
     (Gate::start(&single), Gate::start(&clustered))
 }
 
+/// The gateway in front of a Prometheus-family backend: the same keys, PromQL enforcement by tenantgate.
+fn prometheus_gateway(idp: &Idp, prom: &Prometheus) -> Gate {
+    let mut args = vec![
+        "-enable.auth=true".to_string(),
+        "-read.backendType=prometheus".to_string(),
+        "-write.backendType=prometheus".to_string(),
+        format!("-read.url={}", prom.url),
+        format!("-write.url={}/api/v1/write", prom.url),
+    ];
+    args.extend(key_source(idp));
+    Gate::start(&args)
+}
+
 fn host_port(url: &str) -> &str {
     url.trim_start_matches("http://")
 }
@@ -90,6 +105,9 @@ struct Scene {
     cluster: Cluster,
     single: Gate,
     clustered: Gate,
+    /// A real Prometheus (remote-write receiver) and the gateway in front of it.
+    prom: Prometheus,
+    promgate: Gate,
     vmagent: Vmagent,
     dev: UserTokens,
     admin: UserTokens,
@@ -104,15 +122,23 @@ impl Scene {
         let vm = Victoria::start();
         let cluster = Cluster::start(&["0:0", "0:1"]);
         let (single, clustered) = gateways(&idp, &vm, &cluster);
+        let prom = Prometheus::start_with(
+            "global: {}\n",
+            Prometheus::reserve_port(),
+            &[],
+            &["--web.enable-remote-write-receiver"],
+        );
+        let promgate = prometheus_gateway(&idp, &prom);
         let scrape = format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n\
              - job_name: victoria-metrics\n  static_configs: [{{targets: ['{}']}}]\n  \
                metric_relabel_configs: [{{target_label: team, replacement: dev}}]\n\
-             - job_name: tenantgate\n  static_configs: [{{targets: ['{}', '{}']}}]\n  \
+             - job_name: tenantgate\n  static_configs: [{{targets: ['{}', '{}', '{}']}}]\n  \
                metric_relabel_configs: [{{target_label: team, replacement: admin}}]\n",
             host_port(&vm.url),
             host_port(&single.url),
             host_port(&clustered.url),
+            host_port(&promgate.url),
         );
         let secret = secret_file(dir.path(), "vmagent.secret", "vmagent-secret");
         let write = |gate: &Gate| RemoteWrite {
@@ -121,7 +147,10 @@ impl Scene {
             client_secret_file: secret.clone(),
             token_url: idp.token_url(),
         };
-        let vmagent = Vmagent::with_oauth2(&scrape, &[write(&single), write(&clustered)]);
+        let vmagent = Vmagent::with_oauth2(
+            &scrape,
+            &[write(&single), write(&clustered), write(&promgate)],
+        );
         let dev = idp.login(
             "grafana",
             "grafana-secret",
@@ -141,13 +170,23 @@ impl Scene {
         // step sees a sample only once it is about a second old, so that is what is waited for.
         let want =
             r#"count by (team, job, instance) ({job=~"victoria-metrics|tenantgate",team!=""})"#;
-        for store in [&vm, &cluster.tenants["0:0"]] {
+        let stores = [
+            (vm.url.as_str(), Some(&vm)),
+            (
+                cluster.tenants["0:0"].url.as_str(),
+                Some(&cluster.tenants["0:0"]),
+            ),
+            (prom.url.as_str(), None),
+        ];
+        for (store_url, victoria) in stores {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                store.flush();
+                if let Some(victoria) = victoria {
+                    victoria.flush();
+                }
                 let now = common::now();
                 let v: Value = http_client()
-                    .get(format!("{}/api/v1/query_range", store.url))
+                    .get(format!("{store_url}/api/v1/query_range"))
                     .query(&[
                         ("query", want),
                         ("start", &(now - 60).to_string()),
@@ -168,6 +207,7 @@ impl Scene {
                     format!("\"dev\"/\"{}\"", host_port(&vm.url)),
                     format!("\"admin\"/\"{}\"", host_port(&single.url)),
                     format!("\"admin\"/\"{}\"", host_port(&clustered.url)),
+                    format!("\"admin\"/\"{}\"", host_port(&promgate.url)),
                 ]
                 .into();
                 if instances == expect {
@@ -175,8 +215,7 @@ impl Scene {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "{} never held all scraped jobs: {v}",
-                    store.url
+                    "{store_url} never held all scraped jobs: {v}"
                 );
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -187,6 +226,8 @@ impl Scene {
             cluster,
             single,
             clustered,
+            prom,
+            promgate,
             vmagent,
             dev,
             admin,
@@ -328,7 +369,7 @@ fn vmagent_writes_arrive_through_both_gateways_and_each_person_sees_only_their_t
 
     // Each person through each gateway (the demo's table).
     let q = format!("count by (team, job) ({ALL})");
-    let cases: [(&str, &UserTokens, &Gate, Expect); 4] = [
+    let cases: [(&str, &UserTokens, &Gate, Expect); 6] = [
         ("dev", &s.dev, &s.clustered, None),
         ("dev", &s.dev, &s.single, Some(("dev", "victoria-metrics"))),
         (
@@ -338,6 +379,19 @@ fn vmagent_writes_arrive_through_both_gateways_and_each_person_sees_only_their_t
             Some(("admin", "tenantgate")),
         ),
         ("admin", &s.admin, &s.single, Some(("admin", "tenantgate"))),
+        // Prometheus holds every team's series; tenantgate's PromQL rewrite keeps each person to theirs.
+        (
+            "dev",
+            &s.dev,
+            &s.promgate,
+            Some(("dev", "victoria-metrics")),
+        ),
+        (
+            "admin",
+            &s.admin,
+            &s.promgate,
+            Some(("admin", "tenantgate")),
+        ),
     ];
     for (who, tokens, gate, want) in cases {
         let g = Grafana { gate, tokens };
@@ -376,8 +430,22 @@ fn vmagent_writes_arrive_through_both_gateways_and_each_person_sees_only_their_t
 }
 
 #[test]
-fn grafana_data_source_requests_succeed_restricted_for_both_people_through_both_gateways() {
+fn grafana_data_source_requests_succeed_restricted_for_both_people_through_every_gateway() {
     let s = Scene::start();
+    // Prometheus itself holds both teams' series: what the third gateway restricts is really there.
+    let held: Value = http_client()
+        .get(format!("{}/api/v1/query", s.prom.url))
+        .query(&[("query", format!("count by (team, job) ({ALL})"))])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let held = team_jobs(&held["data"]);
+    assert!(
+        held.contains(&("dev".into(), "victoria-metrics".into()))
+            && held.contains(&("admin".into(), "tenantgate".into())),
+        "{held:?}"
+    );
     let now = common::now();
     let (start, end, time) = ((now - 300).to_string(), now.to_string(), now.to_string());
     let q = format!("count by (team, job) ({ALL})");

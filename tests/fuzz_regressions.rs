@@ -32,7 +32,8 @@ fn kept_fuzz_inputs_stay_fixed() {
         + replay("rewrite", checks::rewrite)
         + replay("route", checks::route)
         + replay("flags", checks::flags)
-        + replay("wire", checks::wire);
+        + replay("wire", checks::wire)
+        + replay("promql", checks::promql);
     assert!(
         total > 0,
         "no kept inputs: the seeds in fuzz/regressions are missing"

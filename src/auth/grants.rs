@@ -48,6 +48,7 @@ use serde_json::{Map, Value};
 use serde_saphyr::{Location, Spanned};
 
 use super::claims::{self, Access, Mode, Tenant};
+use crate::promql::push_string_escaped;
 
 /// Array elements examined per claim before a condition still undecided refuses the token. Identity
 /// providers cap theirs lower (Azure AD 200 groups, Okta 100), so only a pathological token gets here.
@@ -617,25 +618,6 @@ fn template_value<'a>(
         return Err(TemplateProblem::TooLong);
     }
     Ok(value)
-}
-
-/// Escapes text for the inside of a PromQL/MetricsQL double-quoted string, which VictoriaMetrics reads
-/// with Go's `strconv.Unquote`: backslash and quote escaped, newline (refused raw) and every other
-/// control character written as an escape, so nothing can end the string or the line.
-fn push_string_escaped(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_ascii_control() => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
 }
 
 /// Go's `regexp.QuoteMeta` set plus `-`, so the text is literal in RE2 (VictoriaMetrics) and in Rust's

@@ -1,5 +1,6 @@
-//! Flags about the backends requests are forwarded to: their URLs, whether they are a VictoriaMetrics
-//! cluster (tenant in the path), TLS towards them, and the backend connection pool's timeouts.
+//! Flags about the backends requests are forwarded to: their URLs, what they speak (VictoriaMetrics, or
+//! only the Prometheus API), whether they are a VictoriaMetrics cluster (tenant in the path) or take the
+//! tenant from a header, TLS towards them, and the backend connection pool's timeouts.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +14,10 @@ pub(super) const FLAGS: &[FlagSpec] = &[
     flag("clusterMode", Kind::Bool, "false", "Whether the backends are VictoriaMetrics cluster components (vminsert for -write.url, vmselect for -read.url); the tenant from the token then goes into the request path"),
     flag("read.url", Kind::String, "", "URL of the backend for queries: VictoriaMetrics single-node (e.g. http://victoria-metrics:8428) or vmselect with -clusterMode (e.g. http://vmselect:8481)"),
     flag("write.url", Kind::String, "", "URL of the backend for ingestion: VictoriaMetrics single-node (e.g. http://victoria-metrics:8428) or vminsert with -clusterMode (e.g. http://vminsert:8480)"),
+    flag("read.backendType", Kind::String, "victoriametrics", "What -read.url speaks: victoriametrics (it applies extra_label and extra_filters itself) or prometheus (Prometheus, Thanos Query, Mimir, Cortex: tenantgate rewrites every PromQL query, match[] selector and rules answer to the token's labels)"),
+    flag("write.backendType", Kind::String, "victoriametrics", "What -write.url speaks: victoriametrics (every ingestion format; it applies extra_label itself) or prometheus (a remote-write receiver such as Prometheus, Thanos Receive, Mimir or Cortex; -write.url is then the receiver's full remote-write URL, and tenantgate sets the token's labels on every series)"),
+    flag("backend.tenantHeader", Kind::String, "", "Header that carries the token's tenant to the backends, for backends that take the tenant from a header (X-Scope-OrgID for Mimir, Cortex and Loki; THANOS-TENANT for Thanos Receive). Copies sent by clients are always removed"),
+    flag("backend.tenantHeaderFormat", Kind::String, "account:project", "How -backend.tenantHeader spells the tenant: account:project (e.g. 42:0) or account (e.g. 42; tokens for a tenant with a non-zero projectID are then refused, as the header could not tell their tenants apart). Mimir and Cortex do not accept ':' in tenant IDs, so use account with them"),
     flag("upstream.timeout", Kind::Duration, "1m0s", "How long to wait for a backend's response headers; slower backends get 504"),
     flag("upstream.idleConnTimeout", Kind::Duration, "1m0s", "How long an idle keep-alive connection to a backend is kept for reuse"),
     flag("read.tlsCAFile", Kind::String, "", "Path to a CA bundle for verifying the TLS certificate of -read.url. By default, public certificate authorities are trusted"),
@@ -42,6 +47,75 @@ pub struct UpstreamTls {
     pub insecure_skip_verify: bool,
 }
 
+/// What a backend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendType {
+    /// VictoriaMetrics (single-node, vmselect, vminsert, or vmauth in front of them): it applies
+    /// `extra_label` and `extra_filters[]` itself.
+    VictoriaMetrics,
+    /// Only the Prometheus HTTP API and remote write (Prometheus, Thanos, Mimir, Cortex): tenantgate
+    /// enforces the grant itself.
+    Prometheus,
+}
+
+impl BackendType {
+    fn parse(text: &str) -> Result<BackendType, String> {
+        match text {
+            "victoriametrics" => Ok(BackendType::VictoriaMetrics),
+            "prometheus" => Ok(BackendType::Prometheus),
+            _ => Err(format!(
+                "{text:?} is not a backend type; use victoriametrics or prometheus"
+            )),
+        }
+    }
+
+    /// The flag value.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendType::VictoriaMetrics => "victoriametrics",
+            BackendType::Prometheus => "prometheus",
+        }
+    }
+}
+
+/// How the tenant is spelled in `-backend.tenantHeader`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantFormat {
+    /// `42:7`.
+    AccountProject,
+    /// `42`; only tenants with projectID 0 can be spelled.
+    Account,
+}
+
+/// `-backend.tenantHeader` and its format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantHeader {
+    /// The header name, lower-case (a valid HTTP field name).
+    pub name: String,
+    /// `-backend.tenantHeaderFormat`.
+    pub format: TenantFormat,
+}
+
+/// Headers a tenant must never be put in: they frame the request, carry identities or are rewritten by
+/// the proxy.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "expect",
+    "x-forwarded-for",
+];
+
 /// Where requests go.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
@@ -51,6 +125,12 @@ pub struct BackendConfig {
     pub read_url: Option<String>,
     /// `-write.url`, without a trailing slash.
     pub write_url: Option<String>,
+    /// `-read.backendType`.
+    pub read_type: BackendType,
+    /// `-write.backendType`.
+    pub write_type: BackendType,
+    /// `-backend.tenantHeader` with `-backend.tenantHeaderFormat`.
+    pub tenant_header: Option<TenantHeader>,
     /// `-read.tls*`.
     pub read_tls: UpstreamTls,
     /// `-write.tls*`.
@@ -66,11 +146,23 @@ pub(super) fn build(given: &Given) -> Result<BackendConfig, FlagError> {
         cluster_mode: given.get("clusterMode", parse_bool)?,
         read_url: given.get_opt("read.url", parse_backend_url)?,
         write_url: given.get_opt("write.url", parse_backend_url)?,
+        read_type: given.get("read.backendType", BackendType::parse)?,
+        write_type: given.get("write.backendType", BackendType::parse)?,
+        tenant_header: tenant_header(given)?,
         read_tls: upstream_tls(given, "read")?,
         write_tls: upstream_tls(given, "write")?,
         timeout: given.get("upstream.timeout", parse_duration)?,
         idle_conn_timeout: given.get("upstream.idleConnTimeout", parse_duration)?,
     };
+    if config.cluster_mode {
+        for (side, kind) in [("read", config.read_type), ("write", config.write_type)] {
+            if kind == BackendType::Prometheus {
+                return Err(FlagError(format!(
+                    "-clusterMode is for VictoriaMetrics cluster backends; it cannot be combined with -{side}.backendType=prometheus (use -backend.tenantHeader for backends that take the tenant from a header)"
+                )));
+            }
+        }
+    }
     for (side, tls) in [("read", &config.read_tls), ("write", &config.write_tls)] {
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             return Err(FlagError(format!(
@@ -79,6 +171,32 @@ pub(super) fn build(given: &Given) -> Result<BackendConfig, FlagError> {
         }
     }
     Ok(config)
+}
+
+fn tenant_header(given: &Given) -> Result<Option<TenantHeader>, FlagError> {
+    let name = given.get("backend.tenantHeader", parse_string)?;
+    let format = given.get("backend.tenantHeaderFormat", |text| match text {
+        "account:project" => Ok(TenantFormat::AccountProject),
+        "account" => Ok(TenantFormat::Account),
+        _ => Err(format!(
+            "{text:?} is not a tenant format; use account:project or account"
+        )),
+    })?;
+    let name = name.trim().to_ascii_lowercase();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(FlagError(format!(
+            "-backend.tenantHeader={name:?} is not a valid HTTP header name"
+        )));
+    }
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(FlagError(format!(
+            "-backend.tenantHeader={name:?} names a header that frames the request or carries identities; choose the header the backend reads the tenant from, e.g. X-Scope-OrgID"
+        )));
+    }
+    Ok(Some(TenantHeader { name, format }))
 }
 
 /// `-read.tls*` or `-write.tls*`, by `side`.

@@ -844,3 +844,25 @@ fn odd_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn backend_types_and_tenant_headers() {
+    let c = run("-read.url=http://p:9090 -read.backendType=prometheus -write.url=http://m/api/v1/push -write.backendType=prometheus -backend.tenantHeader=X-Scope-OrgID -backend.tenantHeaderFormat=account");
+    assert_eq!(c.backend.read_type, BackendType::Prometheus);
+    assert_eq!(c.backend.write_type, BackendType::Prometheus);
+    assert_eq!(
+        c.backend.tenant_header,
+        Some(TenantHeader {
+            name: "x-scope-orgid".into(),
+            format: TenantFormat::Account
+        })
+    );
+    let d = run("-read.url=http://v:8428");
+    assert_eq!(d.backend.read_type, BackendType::VictoriaMetrics);
+    assert_eq!(d.backend.tenant_header, None);
+    assert!(err("-read.backendType=thanos").contains("victoriametrics or prometheus"));
+    assert!(err("-backend.tenantHeaderFormat=project").contains("account:project or account"));
+    assert!(err("-clusterMode -read.backendType=prometheus").contains("-backend.tenantHeader"));
+    assert!(err("-backend.tenantHeader=Authorization").contains("identities"));
+    assert!(err("-backend.tenantHeader=bad\u{1}name").contains("not a valid HTTP header name"));
+}

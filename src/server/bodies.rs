@@ -44,6 +44,36 @@ pub fn write_body(
     Ok(RequestBody::Stream(Limited::new(body, max as usize)))
 }
 
+/// A write body read whole behind the size limit, for receivers whose bodies tenantgate rewrites.
+/// Multipart is refused as in [`write_body`].
+pub async fn whole_write_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    max: u64,
+) -> Result<Bytes, GatewayError> {
+    if media_type(headers)?.is_some_and(|m| m.eq_ignore_ascii_case("multipart/form-data")) {
+        return Err(GatewayError::new(
+            ErrorKind::UnsupportedMediaType,
+            "multipart bodies are not accepted on write paths",
+        ));
+    }
+    check_declared_length(&body, max)?;
+    Limited::new(body, max as usize)
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                GatewayError::new(
+                    ErrorKind::PayloadTooLarge,
+                    "request body is larger than -maxRequestBodySize",
+                )
+            } else {
+                GatewayError::new(ErrorKind::BadRequest, "could not read the request body")
+            }
+        })
+}
+
 /// A read body: empty (streamed as is) or an urlencoded form, read whole and stripped.
 pub async fn read_body(
     headers: &http::HeaderMap,

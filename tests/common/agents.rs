@@ -73,7 +73,21 @@ impl Prometheus {
 
     /// Starts Prometheus with `config` (YAML) on `port`, waiting until it is ready.
     pub fn start(config: &str, port: u16) -> Prometheus {
+        Prometheus::start_with(config, port, &[], &[])
+    }
+
+    /// [`Prometheus::start`] with `files` (name, contents) written beside the configuration (rule
+    /// files, say) and `args` added to the command line.
+    pub fn start_with(
+        config: &str,
+        port: u16,
+        files: &[(&str, &str)],
+        args: &[&str],
+    ) -> Prometheus {
         let dir = tempdir();
+        for (name, text) in files {
+            fs::write(dir.path().join(name), text).unwrap();
+        }
         let path = dir.path().join("prometheus.yml");
         fs::write(&path, config).unwrap();
         let mut cmd = Command::new(deps().get("TG_PROMETHEUS"));
@@ -83,7 +97,8 @@ impl Prometheus {
                 dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn");
+            .arg("--log.level=warn")
+            .args(args);
         let proc = Proc::spawn("prometheus", cmd, dir.path().join("prometheus.log"));
         let url = format!("http://127.0.0.1:{port}");
         wait_http(
