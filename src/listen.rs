@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
 use crate::auth::fetch;
-use crate::flags::{Config, Listener};
+use crate::flags::{BackendType, Config, Listener};
 use crate::proxy::ClientIp;
 use crate::reload::Reload;
 use crate::server::Gateway;
@@ -141,6 +141,19 @@ async fn serve(config: Config) -> Result<(), StartError> {
             settings: settings.clone(),
             tls,
         });
+    }
+    let backend = &config.backend;
+    if backend.read_type == BackendType::Prometheus || backend.write_type == BackendType::Prometheus
+    {
+        tracing::info!(
+            "read backend speaks {}, write backend speaks {}{}",
+            backend.read_type.name(),
+            backend.write_type.name(),
+            match &backend.tenant_header {
+                Some(h) => format!("; the tenant goes in the {} header", h.name),
+                None => String::new(),
+            },
+        );
     }
     let reloader = tokio::spawn(reload.clone().on_sighup());
 

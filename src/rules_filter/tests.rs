@@ -14,7 +14,6 @@ use crate::promql::tests::grant;
 const RULES: &str = include_str!("testdata/rules.json");
 const ALERTS: &str = include_str!("testdata/alerts.json");
 
-
 fn filtered(body: &str, kind: Kind, e: &Enforcement) -> Value {
     let out = filter_rules(body.as_bytes(), kind, e).unwrap();
     serde_json::from_slice(&out).unwrap()
