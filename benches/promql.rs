@@ -1,9 +1,18 @@
 //! Cost of query enforcement per call (prescan + parse + enforce + print), next to the parser alone, for a
 //! short query and a long Grafana-style one (after Grafana substituted its variables), and of filtering a
-//! rules answer. Run with `cargo bench --bench promql`.
+//! rules answer, and the stages of relabelling a remote write for a Prometheus-family receiver (snappy
+//! decode, label enforcement, snappy encode) on `bench/run`'s 10,000-series body. Run with
+//! `cargo bench --bench promql`.
+
+#[path = "../bench/write_body.rs"]
+mod write_body;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
+use tenantgate::ingest::{
+    decode,
+    relabel::{enforce_labels_decoded, Enforced},
+};
 use tenantgate::promql::{enforce_query, enforce_selector, Enforcement};
 use tenantgate::rules_filter::{filter_rules, Kind};
 
@@ -43,6 +52,32 @@ fn benches(c: &mut Criterion) {
     c.bench_function("filter_rules/prometheus-2.42-sample", |b| {
         b.iter(|| filter_rules(black_box(rules), Kind::Rules, &team))
     });
+    remote_write(c, &labels);
+}
+
+/// One 10,000-series body through each stage of `PrometheusBackends::remote_write`.
+fn remote_write(c: &mut Criterion, labels: &[(String, String)]) {
+    let body = write_body::remote_write_body(10_000, 1_700_000_000_000);
+    let enforced = Enforced::new(labels).unwrap();
+    let mut decoded = Vec::new();
+    decode::snappy_block(&body, 64 << 20, &mut decoded).unwrap();
+    let mut out = Vec::new();
+    enforce_labels_decoded(&decoded, &enforced, &mut out).unwrap();
+    let mut group = c.benchmark_group("remote_write_10k");
+    group.sample_size(20);
+    group.bench_function("snappy_decode", |b| {
+        b.iter(|| decode::snappy_block(black_box(&body), 64 << 20, &mut decoded))
+    });
+    group.bench_function("enforce_labels", |b| {
+        b.iter(|| {
+            out.clear();
+            enforce_labels_decoded(black_box(&decoded), &enforced, &mut out)
+        })
+    });
+    group.bench_function("snappy_encode", |b| {
+        b.iter(|| snap::raw::Encoder::new().compress_vec(black_box(&out)))
+    });
+    group.finish();
 }
 
 criterion_group!(promql_benches, benches);
