@@ -30,6 +30,7 @@
 //! before calling [`enforce_labels`].
 
 use std::fmt;
+use std::ops::Range;
 
 use crate::ingest::decode::{self, DecodeError};
 use crate::ingest::protowire::{self, Reader, WireError};
@@ -190,8 +191,17 @@ pub fn enforce_labels(
     Enforced::new(labels)?.enforce(body, max_decoded)
 }
 
-/// A sender label kept in a series: its name (for sorting) and its encoded `labels` field.
-type Kept<'a> = (&'a [u8], &'a [u8]);
+/// A sender label kept in a series: its name (for sorting) and where its encoded `labels` field
+/// lies in the series.
+type Kept<'a> = (&'a [u8], Range<usize>);
+
+/// What a series scan leaves behind, reused from series to series so a body allocates it once.
+#[derive(Default)]
+struct Scratch<'a> {
+    kept: Vec<Kept<'a>>,
+    /// Where the series' fields other than labels lie, adjacent ones merged (usually one range).
+    others: Vec<Range<usize>>,
+}
 
 /// [`enforce_labels`] on an already decoded `WriteRequest`, appending the rewritten (uncompressed)
 /// message to `out`; after an error `out` holds a partial message to discard. Useful when the
@@ -203,11 +213,11 @@ pub fn enforce_labels_decoded(
 ) -> Result<(), RelabelError> {
     let extra: usize = enforced.labels.iter().map(|(_, f)| f.len()).sum();
     out.reserve(decoded.len() + decoded.len() / 8 + extra);
-    let mut kept: Vec<Kept<'_>> = Vec::new();
+    let mut scratch = Scratch::default();
     let mut fields = Reader::new(decoded);
     while let Some(f) = fields.next_field()? {
         if f.number == 1 {
-            rewrite_series(f.bytes()?, enforced, &mut kept, out)?;
+            rewrite_series(f.bytes()?, enforced, &mut scratch, out)?;
         } else {
             out.extend_from_slice(f.raw);
         }
@@ -215,105 +225,129 @@ pub fn enforce_labels_decoded(
     Ok(())
 }
 
+/// A field of a series: its number, its payload when it is a label (else empty), and where it ends.
+type SeriesField<'a> = (u32, &'a [u8], usize);
+
+/// The field of a series at `pos`, or `None` at the end.
+#[inline]
+fn series_field(ts: &[u8], pos: usize) -> Result<Option<SeriesField<'_>>, RelabelError> {
+    // Most fields of a series are short length-delimited ones (labels); read those inline.
+    if let Some((tag, payload, end)) = protowire::short_len_field(ts, pos) {
+        return Ok(Some((u32::from(tag >> 3), payload, end)));
+    }
+    let mut fields = Reader::at(ts, pos);
+    let Some(f) = fields.next_field()? else {
+        return Ok(None);
+    };
+    let payload = if f.number == 1 { f.bytes()? } else { &[] };
+    Ok(Some((f.number, payload, fields.position())))
+}
+
 fn rewrite_series<'a>(
     ts: &'a [u8],
     enforced: &Enforced,
-    kept: &mut Vec<Kept<'a>>,
+    scratch: &mut Scratch<'a>,
     out: &mut Vec<u8>,
 ) -> Result<(), RelabelError> {
+    let Scratch { kept, others } = scratch;
     kept.clear();
-    let mut other_len = 0usize;
+    others.clear();
+    // One scan: the sender's labels not enforced, in their order, noting whether that order is
+    // already sorted (Prometheus senders sort; vmagent keeps the scrape's order), and the ranges of
+    // everything else.
+    let mut sorted = true;
     let mut pos = 0;
     while pos < ts.len() {
-        let (number, payload, raw, end) = match protowire::short_len_field(ts, pos) {
-            Some((tag, payload, end)) => (u32::from(tag >> 3), payload, ts.get(pos..end), end),
-            None => {
-                let mut fields = Reader::at(ts, pos);
-                let Some(f) = fields.next_field()? else {
-                    break;
-                };
-                let payload = if f.number == 1 { f.bytes()? } else { &[] };
-                (f.number, payload, Some(f.raw), fields.position())
-            }
+        let Some((number, payload, end)) = series_field(ts, pos)? else {
+            break;
         };
-        let raw = raw.unwrap_or_default();
+        let range = pos..end;
         pos = end;
         if number != 1 {
-            other_len += raw.len();
+            match others.last_mut() {
+                Some(last) if last.end == range.start => last.end = range.end,
+                _ => others.push(range),
+            }
             continue;
         }
         let name = label_name(payload)?;
-        if !enforced.is_enforced(name) {
-            kept.push((name, raw));
+        if enforced.is_enforced(name) {
+            continue;
+        }
+        if let Some((last, _)) = kept.last() {
+            match cmp_names(last, name) {
+                std::cmp::Ordering::Greater => sorted = false,
+                std::cmp::Ordering::Equal => return Err(duplicate(name)),
+                std::cmp::Ordering::Less => {}
+            }
+        }
+        kept.push((name, range));
+    }
+    if !sorted {
+        kept.sort_unstable_by(|a, b| cmp_names(a.0, b.0));
+        if let Some(w) = kept.windows(2).find(|w| matches!(w, [a, b] if a.0 == b.0)) {
+            return Err(duplicate(w.first().map_or(&[][..], |k| k.0)));
         }
     }
-    if !kept.is_sorted_by(|a, b| cmp_names(a.0, b.0).is_le()) {
-        kept.sort_unstable_by(|a, b| cmp_names(a.0, b.0));
-    }
 
-    let labels_len: usize = kept.iter().map(|(_, raw)| raw.len()).sum::<usize>()
-        + enforced.labels.iter().map(|(_, f)| f.len()).sum::<usize>();
+    let len = |r: &Range<usize>| r.end - r.start;
+    let series_len = kept.iter().map(|(_, r)| len(r)).sum::<usize>()
+        + enforced.labels.iter().map(|(_, f)| f.len()).sum::<usize>()
+        + others.iter().map(len).sum::<usize>();
     protowire::put_tag(out, 1, protowire::LEN);
     // usize always fits u64 on the platforms Rust supports.
-    protowire::put_varint(out, (labels_len + other_len) as u64);
+    protowire::put_varint(out, series_len as u64);
 
-    // Merge the two sorted lists, refusing a name seen twice.
-    let mut previous: Option<&[u8]> = None;
-    let mut mine = enforced
-        .labels
-        .iter()
-        .filter(|(_, f)| !f.is_empty())
-        .peekable();
+    // The labels sorted, the enforced ones merged in (no kept name is enforced, so no name can
+    // meet itself here), then the other fields in their order. Neighbouring ranges of the sender's
+    // series are copied in one go: a sorted sender's labels are mostly one run.
+    let mut run = Run::new(ts);
     let mut theirs = kept.iter().peekable();
-    loop {
-        let take_mine = match (mine.peek(), theirs.peek()) {
-            (None, None) => break,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some((m, _)), Some((t, _))) => cmp_names(m, t).is_le(),
-        };
-        let (name, raw): (&[u8], &[u8]) = if take_mine {
-            match mine.next() {
-                Some((n, f)) => (n, f),
-                None => break,
-            }
-        } else {
-            match theirs.next() {
-                Some((n, raw)) => (n, raw),
-                None => break,
-            }
-        };
-        if previous == Some(name) {
-            return Err(RelabelError::DuplicateLabel(
-                String::from_utf8_lossy(name).into_owned(),
-            ));
+    for (name, field) in enforced.labels.iter().filter(|(_, f)| !f.is_empty()) {
+        while let Some((_, r)) = theirs.next_if(|(n, _)| cmp_names(n, name).is_lt()) {
+            run.copy(r, out);
         }
-        previous = Some(name);
-        out.extend_from_slice(raw);
+        run.flush(out);
+        out.extend_from_slice(field);
+    }
+    for (_, r) in theirs {
+        run.copy(r, out);
+    }
+    for r in others.iter() {
+        run.copy(r, out);
+    }
+    run.flush(out);
+    Ok(())
+}
+
+fn duplicate(name: &[u8]) -> RelabelError {
+    RelabelError::DuplicateLabel(String::from_utf8_lossy(name).into_owned())
+}
+
+/// Copies ranges of one source buffer to `out`, joining a range that starts where the last ended.
+struct Run<'a> {
+    src: &'a [u8],
+    pending: Range<usize>,
+}
+
+impl<'a> Run<'a> {
+    fn new(src: &'a [u8]) -> Run<'a> {
+        Run { src, pending: 0..0 }
     }
 
-    let mut pos = 0;
-    while pos < ts.len() {
-        let (number, raw, end) = match protowire::short_len_field(ts, pos) {
-            Some((tag, _, end)) => (
-                u32::from(tag >> 3),
-                ts.get(pos..end).unwrap_or_default(),
-                end,
-            ),
-            None => {
-                let mut fields = Reader::at(ts, pos);
-                let Some(f) = fields.next_field()? else {
-                    break;
-                };
-                (f.number, f.raw, fields.position())
-            }
-        };
-        if number != 1 {
-            out.extend_from_slice(raw);
+    #[inline]
+    fn copy(&mut self, r: &Range<usize>, out: &mut Vec<u8>) {
+        if r.start != self.pending.end {
+            self.flush(out);
+            self.pending.start = r.start;
         }
-        pos = end;
+        self.pending.end = r.end;
     }
-    Ok(())
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.src.get(self.pending.clone()).unwrap_or_default());
+        self.pending = self.pending.end..self.pending.end;
+    }
 }
 
 /// Byte order of label names, deciding on the first byte inline: label names mostly differ there,
