@@ -369,12 +369,16 @@ impl Gateway {
         served.grant = Some(grant.clone());
         check_mode(grant.access.mode, write)?;
         if let Some(kind) = rules {
-            // A single-node VictoriaMetrics' rules and alerts (vmalert's, proxied) cover every team and
-            // take no label arguments, so a restricted token sees an empty list rather than other
-            // teams' rules. Prometheus-family answers are filtered instead (see `prometheus`).
-            if self.topology == Topology::Single
-                && self.read_type == BackendType::VictoriaMetrics
+            // Rules and alerts (vmalert's, proxied by VictoriaMetrics single-node and vmselect, or a
+            // Prometheus-family backend's own) cover every team of the tenant and take no label
+            // arguments. A restricted token gets the answer filtered to its labels (`rules_filter`,
+            // in `proxy`), which needs its grant as one PromQL selector; when it is not one (several
+            // extra_filters, which VictoriaMetrics ORs, or a MetricsQL-only filter) a VictoriaMetrics
+            // token sees an empty list rather than other teams' rules, and a Prometheus-family read
+            // is refused with the reason (`prometheus::PrometheusBackends::rules`).
+            if self.read_type == BackendType::VictoriaMetrics
                 && grant.access.is_label_restricted()
+                && grant.promql().is_err()
             {
                 let body = match kind {
                     RulesKind::Rules => r#"{"status":"success","data":{"groups":[]}}"#,
@@ -513,6 +517,10 @@ impl Gateway {
                 ReadPlan::Answer(answer) => return Ok(answer),
             }
         } else {
+            if rules.is_some() && grant.access.is_label_restricted() {
+                // The filter reads the answer: it must come uncompressed.
+                parts.headers.remove(header::ACCEPT_ENCODING);
+            }
             let (target, dropped) = rewrite::upstream_target(
                 self.topology,
                 write,
@@ -576,7 +584,7 @@ impl Gateway {
                     }
                 }
                 match rules {
-                    Some(kind) if prometheus => {
+                    Some(kind) if prometheus || grant.access.is_label_restricted() => {
                         self.prometheus
                             .filter_rules_answer(&grant, kind, response)
                             .await
@@ -731,9 +739,10 @@ impl Gateway {
             audit.render(&mut extra);
         }
         self.push.render(&mut extra);
-        if self.read_type == BackendType::Prometheus || self.write_type == BackendType::Prometheus {
-            self.prometheus.render(&mut extra);
-        }
+        self.prometheus.render(
+            &mut extra,
+            self.read_type == BackendType::Prometheus || self.write_type == BackendType::Prometheus,
+        );
         if let Some(limiter) = &self.ratelimit {
             limiter.render(&mut extra);
         }

@@ -255,22 +255,6 @@ fn vmagent(target: &str, store: &Victoria, dir: &Path) -> Proc {
     )
 }
 
-/// A real vmalert evaluating `rules` against `store` every second. Its notifier is a port nobody
-/// listens on: the test reads alert states from vmalert's own API, and sending them is not under test.
-fn vmalert(rules: &Path, store: &Victoria, dir: &Path) -> (Proc, String) {
-    let port = free_port();
-    let mut cmd = Command::new(deps().get("TG_VMALERT"));
-    cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-        .arg(format!("-rule={}", rules.display()))
-        .arg(format!("-datasource.url={}", store.url))
-        .arg(format!("-notifier.url=http://127.0.0.1:{}", free_port()))
-        .arg("-evaluationInterval=1s")
-        .arg("-loggerLevel=ERROR");
-    let url = format!("http://127.0.0.1:{port}");
-    let proc = Proc::spawn_serving("vmalert", cmd, dir.join("vmalert.log"), &url);
-    (proc, url)
-}
-
 /// Names and states of the alerts vmalert holds (pending or firing).
 fn active_alerts(vmalert_url: &str) -> Vec<(String, String)> {
     let answer: serde_json::Value = http_client()
@@ -655,7 +639,7 @@ fn every_dashboard_panel_and_alerting_rule_works_on_real_data() {
     );
     let instance = gate.url.trim_start_matches("http://").to_string();
     let _vmagent = vmagent(&instance, &store, dir.path());
-    let (_vmalert, vmalert_url) = vmalert(&root.join(RULES), &store, dir.path());
+    let (_vmalert, vmalert_url) = vmalert(&root.join(RULES), &store.url, free_port(), dir.path());
     store.wait_some_series(&format!("up{{job=\"{JOB}\"}}"));
     eventually(
         Duration::from_secs(20),

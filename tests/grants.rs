@@ -55,12 +55,7 @@ fn seed(vm: &Victoria) {
         (r#"gm{team="admin",owner="y"}"#, 3.0),
         (r#"gm{team="dev",owner="olga@example.com"}"#, 4.0),
     ]);
-    let r = http_client()
-        .post(format!("{}/api/v1/import/prometheus", vm.url))
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    vm.import_text(body);
     vm.wait_series("gm", 4);
 }
 

@@ -565,12 +565,7 @@ fn import_counters(vm: &Victoria, series: &[(&str, &[(u64, f64)])]) {
                 .map(move |(ago, v)| format!("{s} {v} {}\n", now_ms - ago * 1000))
         })
         .collect();
-    let r = http_client()
-        .post(format!("{}/api/v1/import/prometheus", vm.url))
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    vm.import_text(body);
     vm.flush();
 }
 

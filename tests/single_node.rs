@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -25,12 +26,7 @@ fn scene() -> Scene {
         (r#"sn_metric{team="admin",job="c",secret_label="x"}"#, 3.0),
         (r#"sn_metric{team="ops",job="a"}"#, 4.0),
     ]);
-    let r = http_client()
-        .post(format!("{}/api/v1/import/prometheus", vm.url))
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    vm.import_text(body);
     vm.wait_series("sn_metric", 4);
     Scene { vm, gate, signer }
 }
@@ -333,19 +329,149 @@ fn writes_carry_the_token_labels_and_modes_are_enforced() {
     assert_eq!(s.vm.series("w_metric").len(), 1);
 }
 
+/// vmalert's rules: one group per team, and a shared alerting rule firing for both teams.
+const VMALERT_RULES: &str = r#"
+groups:
+  - name: dev-team
+    interval: 1s
+    rules:
+      - record: dev:probe:sum
+        expr: sum(probe{team="dev"})
+        labels: {team: dev}
+      - alert: DevDown
+        expr: probe{team="dev"} == 0
+        labels: {team: dev}
+  - name: admin-team
+    interval: 1s
+    rules:
+      - alert: AdminDown
+        expr: probe{team="admin"} == 0
+        labels: {team: admin}
+      - record: admin:probe:sum
+        expr: sum(probe{team="admin"})
+        labels: {team: admin}
+  - name: shared
+    interval: 1s
+    rules:
+      - alert: ProbeDown
+        expr: probe == 0
+"#;
+
+/// Rule names of a rules answer, and the `team` of every alert in it.
+fn rules_seen(v: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut names = BTreeSet::new();
+    let mut alert_teams = BTreeSet::new();
+    for group in v["data"]["groups"].as_array().into_iter().flatten() {
+        for rule in group["rules"].as_array().into_iter().flatten() {
+            names.insert(rule["name"].as_str().unwrap().to_string());
+            for alert in rule["alerts"].as_array().into_iter().flatten() {
+                alert_teams.insert(
+                    alert["labels"]["team"]
+                        .as_str()
+                        .unwrap_or("<none>")
+                        .to_string(),
+                );
+            }
+        }
+    }
+    (names, alert_teams)
+}
+
 #[test]
-fn rules_and_alerts_are_empty_for_label_restricted_tokens() {
-    let s = scene();
-    let dev = s.signer.token(r#"{"extra_labels":{"team":"dev"}}"#);
-    let (st, v) = get(&s, &dev, "/api/v1/rules");
-    assert_eq!(st, 200);
+fn rules_and_alerts_from_vmalert_are_filtered_to_the_token_labels() {
+    let dir = tempdir();
+    let vmalert_port = free_port();
+    let vm = Victoria::start_with(&[format!("-vmalert.proxyURL=http://127.0.0.1:{vmalert_port}")]);
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, VMALERT_RULES).unwrap();
+    let (_vmalert, vmalert_url) = vmalert(&rules, &vm.url, vmalert_port, dir.path());
+    let body = import_lines(&[
+        (r#"probe{team="dev"}"#, 0.0),
+        (r#"probe{team="admin"}"#, 0.0),
+    ]);
+    vm.import_text(body);
+    // Both teams' alerts and the shared rule's two are firing in vmalert itself.
+    eventually(Duration::from_secs(30), "vmalert fires four alerts", || {
+        let v: Value = http_client()
+            .get(format!("{vmalert_url}/api/v1/alerts"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["data"]["alerts"].as_array().map_or(0, Vec::len) == 4
+    });
+    let signer = Signer::rsa();
+    let gate = Gate::start_secured(&signer, &read_write(&vm.url));
+    let s = Scene { vm, gate, signer };
+
+    let open = s.signer.token("{}");
+    let (st, v) = get(&s, &open, "/api/v1/rules");
+    assert_eq!(st, 200, "{v}");
+    let every = set(&[
+        "dev:probe:sum",
+        "DevDown",
+        "AdminDown",
+        "admin:probe:sum",
+        "ProbeDown",
+    ]);
     assert_eq!(
-        v,
-        serde_json::json!({"status":"success","data":{"groups":[]}})
+        rules_seen(&v),
+        (every, set(&["dev", "admin"])),
+        "an unrestricted token sees everything"
     );
-    let (st, v) = get(&s, &dev, "/api/v1/alerts");
+
+    for (team, own) in [
+        ("dev", ["dev:probe:sum", "DevDown", "ProbeDown"]),
+        ("admin", ["admin:probe:sum", "AdminDown", "ProbeDown"]),
+    ] {
+        let other = if team == "dev" { "admin" } else { "dev" };
+        let token = s
+            .signer
+            .token(&format!(r#"{{"extra_labels":{{"team":"{team}"}}}}"#));
+        let (st, v) = get(&s, &token, "/api/v1/rules");
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(rules_seen(&v), (set(&own), set(&[team])), "{team}: {v}");
+        assert!(
+            !v.to_string().contains(other),
+            "{team} sees a trace of {other}: {v}"
+        );
+        let (st, v) = get(&s, &token, "/api/v1/alerts");
+        assert_eq!(st, 200, "{v}");
+        let alerts = v["data"]["alerts"].as_array().unwrap();
+        assert_eq!(
+            alerts.len(),
+            2,
+            "{team}: its own alert and its share of the shared one: {v}"
+        );
+        assert!(alerts.iter().all(|a| a["labels"]["team"] == team), "{v}");
+    }
+
+    // Several extra_filters (VictoriaMetrics ORs them) are no single PromQL selector to filter by: empty.
+    let ored = s
+        .signer
+        .token(r#"{"extra_filters":["{team=\"dev\"}","{team=\"ops\"}"]}"#);
+    let (st, v) = get(&s, &ored, "/api/v1/rules");
+    assert_eq!(
+        (st, v),
+        (
+            200,
+            serde_json::json!({"status":"success","data":{"groups":[]}})
+        )
+    );
+    let (st, v) = get(&s, &ored, "/api/v1/alerts");
     assert_eq!(st, 200);
     assert_eq!(v["data"]["alerts"], serde_json::json!([]));
+    // dev's and admin's answers were filtered; the unrestricted and the ORed tokens' were not.
+    assert_eq!(
+        s.gate
+            .metric(r#"tenantgate_rules_filtered_total{kind="rules"}"#),
+        2.0
+    );
+    assert_eq!(
+        s.gate
+            .metric(r#"tenantgate_rules_filtered_total{kind="alerts"}"#),
+        2.0
+    );
 }
 
 #[test]

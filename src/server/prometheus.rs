@@ -347,8 +347,9 @@ impl PrometheusBackends {
         Ok((Bytes::from(compressed), rows))
     }
 
-    /// Prometheus text of the counters.
-    pub fn render(&self, out: &mut String) {
+    /// Prometheus text of the counters: the rules filter's always (it serves VictoriaMetrics backends
+    /// too), the PromQL and remote-write ones when a side speaks the Prometheus API.
+    pub fn render(&self, out: &mut String, prometheus_backend: bool) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let labelled =
             |names: &[&'static str], counters: &[AtomicU64]| -> Vec<(&'static str, u64)> {
@@ -358,6 +359,25 @@ impl PrometheusBackends {
                     .zip(counters.iter().map(load))
                     .collect()
             };
+        write_family(
+            out,
+            "tenantgate_rules_filtered_total",
+            "counter",
+            "Rules and alerts answers filtered to a token's labels.",
+            "kind",
+            &labelled(&["rules", "alerts"], &self.rules_filtered),
+        );
+        write_family(
+            out,
+            "tenantgate_rules_filter_errors_total",
+            "counter",
+            "Rules and alerts answers that could not be read to be filtered (answered 502).",
+            "",
+            &[("", load(&self.rules_errors))],
+        );
+        if !prometheus_backend {
+            return;
+        }
         write_family(out, "tenantgate_promql_rewrites_total", "counter",
             "PromQL queries and selectors rewritten for Prometheus-family backends, by whether the rewrite came from the cache.",
             "cache", &[("hit", load(&self.cache_hits)), ("miss", load(&self.cache_misses))]);
@@ -371,22 +391,6 @@ impl PrometheusBackends {
             "Query text held by the PromQL rewrite cache.",
             "",
             &[("", self.cache.weight())],
-        );
-        write_family(
-            out,
-            "tenantgate_rules_filtered_total",
-            "counter",
-            "Rules and alerts answers of Prometheus-family backends filtered to a token's labels.",
-            "kind",
-            &labelled(&["rules", "alerts"], &self.rules_filtered),
-        );
-        write_family(
-            out,
-            "tenantgate_rules_filter_errors_total",
-            "counter",
-            "Rules and alerts answers that could not be read to be filtered (answered 502).",
-            "",
-            &[("", load(&self.rules_errors))],
         );
         write_family(
             out,

@@ -1,9 +1,9 @@
 //! The real senders of the scene: vmagent and Prometheus, scraping and remote-writing with OAuth2 client
 //! credentials, as users run them in front of vmgateway. ([`Vmagent`] itself, with a fixed bearer token,
-//! lives in `mod.rs`.)
+//! lives in `mod.rs`.) And vmalert, whose rules and alerts VictoriaMetrics serves on its behalf.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -114,4 +114,22 @@ impl Prometheus {
             dir,
         }
     }
+}
+
+/// A real vmalert on `port` evaluating `rules` against `datasource` every second, writing what recording
+/// rules produce back into it (vmalert refuses to start with recording rules and nowhere to write them). Its notifier is a port
+/// nobody listens on: tests read alert states from vmalert's API (directly, or through VictoriaMetrics'
+/// `-vmalert.proxyURL`); sending notifications is not under test.
+pub fn vmalert(rules: &Path, datasource: &str, port: u16, dir: &Path) -> (Proc, String) {
+    let mut cmd = Command::new(deps().get("TG_VMALERT"));
+    cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg(format!("-rule={}", rules.display()))
+        .arg(format!("-datasource.url={datasource}"))
+        .arg(format!("-remoteWrite.url={datasource}"))
+        .arg(format!("-notifier.url=http://127.0.0.1:{}", free_port()))
+        .arg("-evaluationInterval=1s")
+        .arg("-loggerLevel=ERROR");
+    let url = format!("http://127.0.0.1:{port}");
+    let proc = Proc::spawn_serving("vmalert", cmd, dir.join("vmalert.log"), &url);
+    (proc, url)
 }

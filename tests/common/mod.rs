@@ -9,7 +9,7 @@ pub mod login;
 
 // Not every test binary uses every part of the harness.
 #[allow(unused_imports)]
-pub use agents::{Prometheus, RemoteWrite};
+pub use agents::{vmalert, Prometheus, RemoteWrite};
 #[allow(unused_imports)]
 pub use login::{jwt_payload, secret_file, UserTokens};
 
@@ -221,18 +221,25 @@ pub struct Victoria {
     pub proc: Proc,
     pub port: u16,
     pub url: String,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Victoria {
     pub fn start() -> Victoria {
+        Victoria::start_with(&[])
+    }
+
+    /// VictoriaMetrics with more flags (e.g. `-vmalert.proxyURL`), kept across [`Victoria::restart`].
+    pub fn start_with(args: &[String]) -> Victoria {
         let dir = tempdir();
         let port = free_port();
-        let proc = Victoria::spawn(dir.path(), port);
+        let proc = Victoria::spawn(dir.path(), port, args);
         Victoria {
             proc,
             port,
             url: format!("http://127.0.0.1:{port}"),
+            args: args.to_vec(),
             _dir: dir,
         }
     }
@@ -247,22 +254,33 @@ impl Victoria {
             self.proc.log_text()
         );
         std::thread::sleep(outage);
-        self.proc = Victoria::spawn(self._dir.path(), self.port);
+        self.proc = Victoria::spawn(self._dir.path(), self.port, &self.args);
     }
 
-    fn spawn(dir: &Path, port: u16) -> Proc {
+    fn spawn(dir: &Path, port: u16, args: &[String]) -> Proc {
         let mut cmd = Command::new(deps().get("TG_VICTORIA_METRICS"));
         cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
             .arg(format!("-storageDataPath={}", dir.join("data").display()))
             .arg("-retentionPeriod=100y")
             .arg("-search.latencyOffset=0s")
             .arg("-search.disableCache")
-            .arg("-loggerLevel=WARN");
+            .arg("-loggerLevel=WARN")
+            .args(args);
         let log = dir.join(format!("vm-{}.log", now_nanos()));
         let proc = Proc::spawn("victoria-metrics", cmd, log);
         let url = format!("http://127.0.0.1:{port}/health");
         wait_http(&url, 200, &proc, Duration::from_secs(30));
         proc
+    }
+
+    /// Stores Prometheus text (e.g. from [`import_lines`]) straight into VictoriaMetrics, past any gateway.
+    pub fn import_text(&self, body: String) {
+        let r = http_client()
+            .post(format!("{}/api/v1/import/prometheus", self.url))
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204, "VictoriaMetrics refused the import");
     }
 
     /// Series (as label maps) matching `selector`, read straight from VictoriaMetrics.
