@@ -8,9 +8,47 @@
 //! `tenantgate_reload_last_success{what}` at 0 until a good reload, so operators can alert on it.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
+
+/// A file's modification time and size: enough to notice that it changed without reading it.
+pub fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Calls `reread` on every SIGHUP (`reload`) and whenever `stamps` (the [`file_stamp`]s of the files
+/// `reread` reads) changes, checked every `every`; runs for as long as the process does.
+pub async fn watch_files<S: PartialEq>(
+    mut reload: watch::Receiver<u64>,
+    every: Duration,
+    stamps: impl Fn() -> S,
+    mut reread: impl FnMut(),
+) {
+    let mut seen = stamps();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut signals = true;
+    loop {
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            changed = reload.changed(), if signals => {
+                // Without a sender no SIGHUP can come any more; keep watching the files.
+                signals = changed.is_ok();
+                signals
+            }
+        };
+        let now = stamps();
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        reread();
+    }
+}
 
 /// What can be reloaded; the `what` label of the reload metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

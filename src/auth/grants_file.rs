@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -16,44 +16,40 @@ use crate::reload::{self, Part};
 
 /// Reads and parses the grants file.
 pub fn load(path: &Path) -> Result<Grants, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("-auth.grantsFile {}: {e}", path.display()))?;
-    Grants::parse(&text).map_err(|e| format!("-auth.grantsFile {}: {e}", path.display()))
+    parse(path, &read(path)?)
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("-auth.grantsFile {}: {e}", path.display()))
 }
 
-/// Re-reads `path` on every `reload` and when it changes, for as long as the process runs.
-pub async fn watch(auth: Arc<Authenticator>, path: PathBuf, mut reload: watch::Receiver<u64>) {
+fn parse(path: &Path, text: &str) -> Result<Grants, String> {
+    Grants::parse(text).map_err(|e| format!("-auth.grantsFile {}: {e}", path.display()))
+}
+
+/// Re-reads `path` on every `reload` and when it changes, for as long as the process runs. A file read
+/// again unchanged (a SIGHUP meant for another part) keeps the verified-token cache.
+pub async fn watch(auth: Arc<Authenticator>, path: PathBuf, reload: watch::Receiver<u64>) {
     reload::STATUS.uses(Part::Grants);
-    let mut seen = stamp(&path);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let forced = tokio::select! {
-            _ = tick.tick() => false,
-            changed = reload.changed() => {
-                if changed.is_err() {
-                    reload = watch::Sender::new(0).subscribe();
-                }
-                true
+    let stamps = || reload::file_stamp(&path);
+    let mut in_force: Option<String> = None;
+    reload::watch_files(reload, Duration::from_secs(1), stamps, || {
+        let parsed = read(&path).and_then(|text| {
+            if in_force.as_deref() == Some(text.as_str()) {
+                return Ok(None);
             }
-        };
-        let now = stamp(&path);
-        if !forced && now == seen {
-            continue;
-        }
-        seen = now;
-        match load(&path) {
-            Ok(grants) => {
+            Ok(Some((parse(&path, &text)?, text)))
+        });
+        match parsed {
+            Ok(None) => reload::STATUS.succeeded(Part::Grants),
+            Ok(Some((grants, text))) => {
                 tracing::info!("loaded {} grants from {}", grants.len(), path.display());
                 auth.replace_grants(grants);
+                in_force = Some(text);
                 reload::STATUS.succeeded(Part::Grants);
             }
             Err(e) => reload::STATUS.failed(Part::Grants, &e),
         }
-    }
+    })
+    .await;
 }

@@ -8,9 +8,9 @@
 //! force, is logged and counted (`tenantgate_reloads_total{what="tls"}`), and is tried again at the next
 //! change.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -52,26 +52,14 @@ impl TlsFiles {
     }
 
     /// Rebuilds the configuration whenever a file changes or `reload` fires, until the process ends.
-    pub async fn watch(self: Arc<Self>, mut reload: watch::Receiver<u64>) {
-        let mut seen = self.stamps();
-        let mut tick = tokio::time::interval(CHECK_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let forced = tokio::select! {
-                _ = tick.tick() => false,
-                changed = reload.changed() => {
-                    if changed.is_err() {
-                        // No more SIGHUPs can come; keep watching the files.
-                        reload = watch::Sender::new(0).subscribe();
-                    }
-                    true
-                }
-            };
-            let now = self.stamps();
-            if !forced && now == seen {
-                continue;
-            }
-            seen = now;
+    pub async fn watch(self: Arc<Self>, reload: watch::Receiver<u64>) {
+        let stamps = || {
+            let s = &self.settings;
+            let ca = s.client_ca.as_ref().and_then(|ca| ca.as_deref());
+            [Some(s.cert_file.as_path()), Some(s.key_file.as_path()), ca]
+                .map(|f| f.and_then(reload::file_stamp))
+        };
+        reload::watch_files(reload, CHECK_EVERY, stamps, || {
             match build(&self.settings, &self.cipher_suites) {
                 Ok(config) => {
                     self.config.store(Arc::new(config));
@@ -83,23 +71,8 @@ impl TlsFiles {
                 }
                 Err(e) => reload::STATUS.failed(Part::Tls, &e),
             }
-        }
-    }
-
-    /// Modification times and sizes of the files, to notice changes cheaply.
-    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
-        let mut files: Vec<&Path> = vec![&self.settings.cert_file, &self.settings.key_file];
-        if let Some(Some(ca)) = &self.settings.client_ca {
-            files.push(ca);
-        }
-        files
-            .into_iter()
-            .map(|f| {
-                std::fs::metadata(f)
-                    .ok()
-                    .and_then(|m| Some((m.modified().ok()?, m.len())))
-            })
-            .collect()
+        })
+        .await;
     }
 }
 
