@@ -612,6 +612,23 @@ fn series_labels_values_federate_and_exemplars_show_only_the_tokens_series() {
         everyone.contains("ops_only") && !through.contains("ops_only"),
         "{through:?}"
     );
+    // A GET whose form body names a match[]: Prometheus (Go's ParseForm) never reads a GET body, so
+    // such a match[] must not stand in for the token's selector.
+    let r = http_client()
+        .get(format!("{}/api/v1/labels", s.gate.url))
+        .query(&range)
+        .bearer_auth(&s.dev)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"match[]={__name__=~".+"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!(
+        strings(&v["data"]),
+        direct,
+        "a GET body widened the answer: {v}"
+    );
 
     // Label values, with and without match[].
     let jobs = strings(&data(
