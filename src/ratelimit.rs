@@ -312,7 +312,7 @@ impl RateLimiter {
             Mode::Alone => (mine, limit.value),
             Mode::Local => (mine, limit.value.div_ceil(snapshot.replicas.max(1) as u64)),
             Mode::Global => (
-                mine + snapshot.usage(state.tenant, limit.kind, limit.resolution),
+                mine.saturating_add(snapshot.usage(state.tenant, limit.kind, limit.resolution)),
                 limit.value,
             ),
         }
@@ -353,7 +353,11 @@ impl RateLimiter {
                     ),
                     Mode::Global => match snapshot.source(limit.kind) {
                         Source::Tenantgate => (
-                            mine + snapshot.usage(state.tenant, limit.kind, limit.resolution),
+                            mine.saturating_add(snapshot.usage(
+                                state.tenant,
+                                limit.kind,
+                                limit.resolution,
+                            )),
                             limit.value,
                             false,
                         ),
@@ -369,7 +373,9 @@ impl RateLimiter {
                                 0
                             };
                             (
-                                snapshot.usage(state.tenant, limit.kind, limit.resolution) + since,
+                                snapshot
+                                    .usage(state.tenant, limit.kind, limit.resolution)
+                                    .saturating_add(since),
                                 limit.value,
                                 false,
                             )
@@ -389,15 +395,13 @@ impl RateLimiter {
                 )
             }
         };
-        let over = match limit.kind {
-            LimitType::Queries => usage + 1 > budget,
-            _ => usage >= budget,
-        };
-        if !over {
+        // A read needs room for itself; a write is judged before its rows are known, so it is let
+        // in while any room is left (a batch is never refused for being larger than what is left).
+        if usage < budget {
             return None;
         }
         let window = limit.resolution.seconds();
-        let excess = usage + 1 - budget.min(usage + 1);
+        let excess = usage.saturating_add(1) - budget.min(usage.saturating_add(1));
         let wait = if local_only {
             let w = if limit.kind == LimitType::Queries {
                 &state.reads
@@ -663,7 +667,9 @@ impl RateLimiter {
                     }
                 };
                 let usage = match mode {
-                    Mode::Global => local + snapshot.usage(s.tenant, limit.kind, limit.resolution),
+                    Mode::Global => {
+                        local.saturating_add(snapshot.usage(s.tenant, limit.kind, limit.resolution))
+                    }
                     _ => local,
                 };
                 write_usage(out, s.tenant, limit, usage);

@@ -354,7 +354,8 @@ impl Refresher {
                     continue;
                 }
                 let slot = &mut usage.entry(tenant).or_default()[kind.index()][resolution.index()];
-                *slot += sample.value.max(0.0).round() as u64;
+                // `as` saturates (+Inf becomes u64::MAX); the sum must not wrap round to little.
+                *slot = slot.saturating_add(sample.value.max(0.0).round() as u64);
             }
         }
         let replicas = if ours || self.limiter.shares() {
