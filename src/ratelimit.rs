@@ -47,7 +47,8 @@ use window::Window;
 const TENANTS: usize = 100_000;
 
 /// The most of a write body copied for row counting (vminsert's `-maxInsertRequestSize` default);
-/// larger bodies are forwarded and counted as what the limit allows at most.
+/// larger bodies are forwarded and estimated from the tenant's rows per byte, or, before any body of
+/// that format was counted, counted as the whole limit (`RateLimiter::rows_estimated`).
 pub const MAX_COUNTED_BODY: usize = 32 << 20;
 
 /// One tenant's usage on this replica.
@@ -221,23 +222,20 @@ impl RateLimiter {
     /// The state of `tenant`, created on first sight, with its limits current.
     fn state(&self, tenant: Tenant) -> Arc<TenantState> {
         let generation = self.generation.load(Ordering::Acquire);
-        let state = match self.tenants.get(&tenant) {
-            Some(state) => state,
-            None => {
-                let state = Arc::new(TenantState {
-                    tenant,
-                    limits: ArcSwap::from_pointee((0, Vec::new())),
-                    reads: Mutex::new(Window::default()),
-                    rows: Mutex::new(Window::default()),
-                    reads_total: AtomicU64::new(0),
-                    rows_total: AtomicU64::new(0),
-                    refused: Default::default(),
-                    estimates: Mutex::new([Estimate::default(); FORMATS]),
-                });
-                self.tenants.insert(tenant, state.clone());
-                state
-            }
-        };
+        // One state per tenant even when its first requests race (each would count into its own).
+        let created = self.tenants.get_or_insert_with(&tenant, || {
+            Ok::<_, std::convert::Infallible>(Arc::new(TenantState {
+                tenant,
+                limits: ArcSwap::from_pointee((0, Vec::new())),
+                reads: Mutex::new(Window::default()),
+                rows: Mutex::new(Window::default()),
+                reads_total: AtomicU64::new(0),
+                rows_total: AtomicU64::new(0),
+                refused: Default::default(),
+                estimates: Mutex::new([Estimate::default(); FORMATS]),
+            }))
+        });
+        let Ok(state) = created;
         if state.limits.load().0 != generation {
             state
                 .limits
@@ -487,10 +485,23 @@ impl RateLimiter {
         format: crate::ingest::rows::Format,
         bytes: u64,
     ) {
-        let ratio = lock(&admission.state.estimates)[format as usize % FORMATS]
-            .rows_per_byte
-            .unwrap_or(0.0);
-        self.rows_accepted(admission, (bytes as f64 * ratio).round() as u64);
+        let ratio = lock(&admission.state.estimates)[format as usize % FORMATS].rows_per_byte;
+        let rows = match ratio {
+            Some(ratio) => (bytes as f64 * ratio).round() as u64,
+            // Never measured: every body of this format so far was too large to copy and count.
+            // It is counted as the whole limit, so bodies too large to count cannot slip past it.
+            None => admission
+                .state
+                .limits
+                .load()
+                .1
+                .iter()
+                .filter(|l| l.kind == LimitType::RowsInserted)
+                .map(|l| l.value)
+                .min()
+                .unwrap_or(0),
+        };
+        self.rows_accepted(admission, rows);
     }
 
     /// The mode the snapshot puts decisions in.

@@ -201,3 +201,14 @@ fn far_from_the_limit_bodies_are_estimated_from_a_ratio_measured_each_second() {
     let d = l.admit(T, true).unwrap().unwrap();
     assert_eq!(d.rows_plan(&l, Format::RemoteWrite), RowsPlan::Exact);
 }
+
+#[test]
+fn a_body_too_large_to_count_before_any_ratio_counts_as_the_whole_limit() {
+    use crate::ingest::rows::Format;
+    let l = limiter("limits:\n  - {type: rows_inserted, value: 1000}\n", false);
+    let a = l.admit(T, true).unwrap().unwrap();
+    // Forwarded, but larger than MAX_COUNTED_BODY: no copy, no ratio measured yet.
+    l.rows_estimated(&a, Format::Csv, MAX_COUNTED_BODY as u64 + 1);
+    let e = l.admit(T, true).err().expect("the limit is used up");
+    assert_eq!(e.kind, ErrorKind::TooManyRequests);
+}
