@@ -495,23 +495,24 @@ impl Gateway {
                 RequestBody::Empty
             }
         };
+        let filter_rules = rules.is_some() && grant.access.is_label_restricted();
+        if filter_rules {
+            // The filter reads the answer: it must come uncompressed.
+            parts.headers.remove(header::ACCEPT_ENCODING);
+        }
         let path = &parts.uri.path()[prefix_len..];
         let (target, body) = if prometheus {
             // The backend's own API prefix (Mimir's `/prometheus`) comes from -read.url; a client's
             // VictoriaMetrics-style `/prometheus` prefix is dropped.
             let api_path = &path[api.start..];
             let planned = match rules {
-                Some(_) => {
-                    // The filter reads the answer: it must come uncompressed.
-                    parts.headers.remove(header::ACCEPT_ENCODING);
-                    self.prometheus.rules(
-                        &grant,
-                        &upstream.base_path,
-                        api_path,
-                        parts.uri.query(),
-                        body,
-                    )
-                }
+                Some(_) => self.prometheus.rules(
+                    &grant,
+                    &upstream.base_path,
+                    api_path,
+                    parts.uri.query(),
+                    body,
+                ),
                 None => self.prometheus.read(
                     &grant,
                     &upstream.base_path,
@@ -525,10 +526,6 @@ impl Gateway {
                 ReadPlan::Answer(answer) => return Ok(answer),
             }
         } else {
-            if rules.is_some() && grant.access.is_label_restricted() {
-                // The filter reads the answer: it must come uncompressed.
-                parts.headers.remove(header::ACCEPT_ENCODING);
-            }
             let (target, dropped) = rewrite::upstream_target(
                 self.topology,
                 write,
@@ -592,7 +589,7 @@ impl Gateway {
                     }
                 }
                 match rules {
-                    Some(kind) if prometheus || grant.access.is_label_restricted() => {
+                    Some(kind) if filter_rules => {
                         self.prometheus
                             .filter_rules_answer(&grant, kind, response)
                             .await
