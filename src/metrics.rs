@@ -144,6 +144,14 @@ pub fn write_family(
     }
 }
 
+/// A label value escaped for the Prometheus text format (backslash, double quote, newline).
+pub fn escape_label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn status_index(status: u16) -> usize {
     STATUSES
         .iter()

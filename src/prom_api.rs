@@ -10,10 +10,10 @@
 //! rewritten, so it does not matter which one the backend picks. Pairs Go would skip are not forwarded,
 //! and client `extra_label` / `extra_filters` spellings are dropped as on VictoriaMetrics backends.
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::utf8_percent_encode;
 
 use crate::promql::EnforceError;
-use crate::rewrite::is_restricted_name;
+use crate::rewrite::{is_restricted_name, FORM_VALUE};
 
 /// What a read endpoint is on a Prometheus-family backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,13 +94,6 @@ pub struct Rewrite {
     /// Pairs Go would skip (a `;`, a broken escape), not forwarded.
     pub malformed: usize,
 }
-
-/// Characters left as they are in form values: what `application/x-www-form-urlencoded` keeps.
-const FORM_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'*');
 
 /// Appends to `out` the pairs of `input` (a URL query or an urlencoded body) as the backend may read
 /// them: every value of the carrier's argument replaced by `enforce(value)`, restricted and malformed

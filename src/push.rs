@@ -23,6 +23,7 @@ use http_body_util::Full;
 use tokio::task::JoinHandle;
 
 use crate::flags::{MetricsConfig, UpstreamTls};
+use crate::metrics::escape_label_value;
 use crate::outbound::{redacted, HttpClient};
 use crate::server::Gateway;
 
@@ -88,7 +89,7 @@ impl PushStatus {
                 let _ = writeln!(
                     out,
                     "{name}{{url=\"{}\"}} {}",
-                    escape(&target.shown),
+                    escape_label_value(&target.shown),
                     value(target)
                 );
             }
@@ -216,16 +217,9 @@ impl PushRequest {
 fn label_text(labels: &[(String, String)]) -> String {
     labels
         .iter()
-        .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
+        .map(|(n, v)| format!("{n}=\"{}\"", escape_label_value(v)))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// The text with `labels` added to every series (right after `{`, as VictoriaMetrics does), gzipped

@@ -545,7 +545,7 @@ impl RateLimiter {
 
     /// Metrics: the usage counters other replicas read, and the limiter's own numbers.
     pub fn render(&self, out: &mut String) {
-        let me = escape(&self.settings.instance);
+        let me = crate::metrics::escape_label_value(&self.settings.instance);
         let tenants = self.tenants();
         let _ = writeln!(
             out,
@@ -702,13 +702,6 @@ fn write_usage(out: &mut String, tenant: Tenant, limit: &Limit, usage: u64) {
         "tenantgate_ratelimit_usage{{{labels}}} {usage}\ntenantgate_ratelimit_limit{{{labels}}} {}",
         limit.value
     );
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// A poisoned window lock still holds a usable count.

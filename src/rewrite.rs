@@ -16,7 +16,7 @@ use crate::auth::claims::Access;
 use crate::route::{Api, Family};
 
 /// Characters left as they are in form values: what `application/x-www-form-urlencoded` keeps.
-const FORM_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const FORM_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

@@ -170,20 +170,13 @@ impl KeyStatus {
                 let _ = writeln!(
                     out,
                     "{name}{{source=\"{}\"}} {}",
-                    escape_label(&source.name),
+                    crate::metrics::escape_label_value(&source.name),
                     (family.value)(source)
                 );
             }
         }
         out
     }
-}
-
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// What [`start`] hands the server.

@@ -123,11 +123,9 @@ fn selector(metric: &str, extra: &[(String, String)]) -> String {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(
-            s,
-            "{name}=\"{}\"",
-            value.replace('\\', "\\\\").replace('"', "\\\"")
-        );
+        let _ = write!(s, "{name}=\"");
+        crate::promql::push_string_escaped(&mut s, value);
+        s.push('"');
     }
     s.push('}');
     s
