@@ -371,9 +371,9 @@ impl Authenticator {
             slot.store(Arc::new(grants));
             // Same keys under a new generation: every cached grant is worthless at once.
             let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-            let keys = self.keys.load_full();
+            // rcu, not load then store: keys replaced meanwhile (a SIGHUP reloads both) must stay.
             self.keys
-                .store(Arc::new(KeySet::new(keys.keys().to_vec(), generation)));
+                .rcu(|keys| KeySet::new(keys.keys().to_vec(), generation));
             if let Some(cache) = &self.cache {
                 cache.clear();
             }
