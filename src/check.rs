@@ -42,6 +42,8 @@ pub fn run(mut config: Config) -> (String, u8) {
         .filter(|p| p.eq_ignore_ascii_case("bearer "))
         .map_or(token, |_| token[7..].trim());
     config.auth.enabled = true;
+    // The check hands the token over itself, as `Authorization: Bearer`, whatever -auth.httpHeader says.
+    config.auth.header = "authorization".to_string();
     config.auth.grants_file = Some(file.clone());
     config.auth.token_cache_size = 0;
     let mut out = String::new();

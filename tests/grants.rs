@@ -310,7 +310,7 @@ fn check_grants_explains_a_token_without_starting_the_server() {
     let dir = tempdir();
     let key = signer.write_public_pem(dir.path(), "idp.pem");
     let grants = grants_file(dir.path(), GRANTS);
-    let check = |token: &str| {
+    let check_with = |token: &str, extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_tenantgate"))
             .arg(format!("-auth.publicKeyFiles={}", key.display()))
             .arg(format!("-checkGrants={}", grants.display()))
@@ -320,6 +320,7 @@ fn check_grants_explains_a_token_without_starting_the_server() {
                 "-read.url=http://vmselect:8481",
                 "-write.url=http://vminsert:8480",
             ])
+            .args(extra)
             .output()
             .unwrap();
         (
@@ -327,6 +328,7 @@ fn check_grants_explains_a_token_without_starting_the_server() {
             String::from_utf8_lossy(&out.stdout).to_string(),
         )
     };
+    let check = |token: &str| check_with(token, &[]);
     let dev = signer.sign_raw(
         r#"{"alg":"RS256","typ":"JWT"}"#,
         &json!({ "exp": now() + 600, "sub": "dana", "groups": ["team-dev"] }).to_string(),
@@ -340,6 +342,10 @@ fn check_grants_explains_a_token_without_starting_the_server() {
     );
     assert!(out.contains("a query: GET http://vmselect:8481/select/0:0/prometheus/api/v1/query?query=up&extra_label=team%3Ddev"), "{out}");
     assert!(!out.contains(&dev), "the token is never printed");
+    // A gateway reading tokens from another header checks them just the same.
+    let (code, out) = check_with(&dev, &["-auth.httpHeader=X-Token"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("grant at line 2: applies"), "{out}");
     let nobody = signer.sign_raw(
         r#"{"alg":"RS256","typ":"JWT"}"#,
         &json!({ "exp": now() + 600, "sub": "nemo", "groups": ["staff"] }).to_string(),
