@@ -541,6 +541,17 @@ proptest! {
                 prop_assert_eq!(labels.get(name).and_then(|v| v.as_str()).unwrap_or(""), value.as_str());
             }
         }
+        // And nothing visible is hidden: without a filter, exactly the alerts carrying the grant's labels.
+        if g.filter.is_none() {
+            let visible: Vec<serde_json::Value> = given
+                .iter()
+                .filter(|a| g.labels.iter().all(|(name, value)| {
+                    a["labels"].get(name).and_then(|v| v.as_str()).unwrap_or("") == value
+                }))
+                .cloned()
+                .collect();
+            prop_assert_eq!(shown, visible);
+        }
     }
 
     #[test]

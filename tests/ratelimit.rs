@@ -663,6 +663,16 @@ fn cluster_mode_judges_on_victoriametrics_own_counters_and_reloads() {
         204,
         "the account's limit is per tenant: 1:6 wrote nothing"
     );
+    // What the stores hold: 1:6's row, and nothing of the refused 1:5 write.
+    assert_eq!(cluster.tenants["1:6"].wait_series("cl_write", 1).len(), 1);
+    let refused = &cluster.tenants["1:5"];
+    refused.flush();
+    assert!(
+        refused.series("cl_write").is_empty(),
+        "a refused write reached vminsert"
+    );
+    cluster.unknown.flush();
+    assert!(cluster.unknown.series("cl_write").is_empty());
     // A reload raising 1:5's read limit, by SIGHUP.
     fs::write(&limits, documented.replace("value: 10\n", "value: 100\n")).unwrap();
     gate.proc.signal("HUP");
