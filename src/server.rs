@@ -544,10 +544,15 @@ impl Gateway {
         if self.config.server.disable_response_compression {
             parts.headers.remove(header::ACCEPT_ENCODING);
         }
-        let counting = admission.as_ref().filter(|a| a.count_rows).map(|a| {
+        let counting = admission.as_ref().filter(|a| a.count_rows).and_then(|a| {
+            use crate::ingest::rows::{format_for_path, Format};
             let path = &parts.uri.path()[prefix_len..];
-            let format = crate::ingest::rows::format_for_path(&path[api.start..]);
-            RowsToCount {
+            let format = format_for_path(&path[api.start..]);
+            // Formats without a row parser here add nothing to the count: no copy, no task.
+            if format == Format::Other {
+                return None;
+            }
+            Some(RowsToCount {
                 format,
                 plan: self
                     .ratelimit
@@ -559,7 +564,7 @@ impl Gateway {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
                 csv_format: parts.uri.query().and_then(csv_format),
-            }
+            })
         });
         let mut tap = match &counting {
             Some(rows) if rows.plan == ratelimit::RowsPlan::Exact => {
