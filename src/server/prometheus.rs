@@ -42,6 +42,21 @@ const MAX_RULES_ANSWER: usize = 64 << 20;
 /// labels and filters), what the text is, and the text.
 type Key = (Box<str>, u8, Box<str>);
 
+/// A [`Key`] borrowed from the request, for lookups that allocate nothing; it hashes as the tuple.
+struct KeyRef<'a>(&'a str, u8, &'a str);
+
+impl std::hash::Hash for KeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.0, self.1, self.2).hash(state);
+    }
+}
+
+impl quick_cache::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *key.0 == *self.0 && key.1 == self.1 && *key.2 == *self.2
+    }
+}
+
 /// A cached rewrite or refusal.
 type Rewritten = Result<Arc<str>, EnforceError>;
 
@@ -133,12 +148,10 @@ impl PrometheusBackends {
     /// `text` rewritten for the grant (from the cache when it was seen before).
     fn enforce(&self, grant: &Grant, carrier: Carrier, text: &str) -> Rewritten {
         let e = grant.promql().map_err(Clone::clone)?;
-        let key: Key = (
-            Box::from(grant.args.read.as_str()),
-            carrier as u8,
-            Box::from(text),
-        );
-        if let Some(hit) = self.cache.get(&key) {
+        if let Some(hit) = self
+            .cache
+            .get(&KeyRef(&grant.args.read, carrier as u8, text))
+        {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return hit;
         }
@@ -148,6 +161,11 @@ impl PrometheusBackends {
             _ => promql::enforce_query(text, e),
         }
         .map(|s| Arc::from(s.as_str()));
+        let key: Key = (
+            Box::from(grant.args.read.as_str()),
+            carrier as u8,
+            Box::from(text),
+        );
         self.cache.insert(key, rewritten.clone());
         rewritten
     }
