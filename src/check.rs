@@ -9,7 +9,6 @@
 
 use std::fmt::Write as _;
 
-use base64::Engine;
 use http::{HeaderMap, HeaderValue};
 
 use crate::auth::claims::Access;
@@ -89,7 +88,12 @@ pub fn run(mut config: Config) -> (String, u8) {
         let has_vm_access = p.get("vm_access").is_some();
         let _ = writeln!(
             out,
-            "token: sub={} iss={} vm_access {}",
+            "token{}: sub={} iss={} vm_access {}",
+            if result.is_ok() {
+                ""
+            } else {
+                " (refused, see below: these claims are NOT verified)"
+            },
             p.get("sub").and_then(|v| v.as_str()).unwrap_or("-"),
             p.get("iss").and_then(|v| v.as_str()).unwrap_or("-"),
             if has_vm_access { "present" } else { "absent" }
@@ -115,12 +119,11 @@ pub fn run(mut config: Config) -> (String, u8) {
     (out, 0)
 }
 
-/// The token's payload, decoded without any check (only printed after verification decided).
+/// The token's payload, decoded without any check: what it claims, printed as unverified when the
+/// token was refused.
 fn payload_of(token: &str) -> Option<serde_json::Value> {
     let part = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .ok()?;
+    let bytes = crate::auth::jwt::decode_part(part, "payload").ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

@@ -363,6 +363,10 @@ fn check_grants_explains_a_token_without_starting_the_server() {
     let (code, out) = check(&forged);
     assert_eq!(code, Some(1));
     assert!(out.contains("refused (401)"), "{out}");
+    assert!(
+        out.contains("NOT verified"),
+        "claims of a forged token are shown as unverified: {out}"
+    );
     fs::write(
         &grants,
         "grants:\n  - claims: {groups: '('}\n    vm_access: {}\n",

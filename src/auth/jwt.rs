@@ -217,7 +217,8 @@ pub fn verify(
     })
 }
 
-fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, VerifyError> {
+/// One base64url part of a token, decoded (`what` names it in the error).
+pub(crate) fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, VerifyError> {
     URL_SAFE_NO_PAD.decode(part).map_err(|_| {
         VerifyError::new(
             AuthReason::Malformed,
