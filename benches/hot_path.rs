@@ -148,7 +148,8 @@ fn rewrites(c: &mut Criterion) {
     let token = key.sign(&payload(now() + 3600, None));
     let verified = jwt::verify(&token, &key_set(&key), &verify_options(), now() as f64).unwrap();
     let grant = GrantArgs::new(&verified.access.expect("a vm_access claim"));
-    let Ok(Route::Read(api)) = route::classify(&Method::GET, "/api/v1/query") else {
+    let Ok(Route::Api(route::ApiCall { api, .. })) = route::classify(&Method::GET, "/api/v1/query")
+    else {
         panic!("query is a read")
     };
     let query =

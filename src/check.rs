@@ -192,12 +192,13 @@ fn forwarded(out: &mut String, config: &Config, args: &GrantArgs) {
             &config.backend.write_url,
         ),
     ] {
-        let Ok(Route::Read(api) | Route::Write(api)) =
+        let Ok(Route::Api(call)) =
             route::classify(&method.parse().unwrap_or(http::Method::GET), path)
         else {
             continue;
         };
-        let (target, _) = rewrite::upstream_target(topology, write, "", api, path, query, args);
+        let (target, _) =
+            rewrite::upstream_target(topology, write, "", call.api, path, query, args);
         let base = base
             .as_deref()
             .unwrap_or(if write { "<-write.url>" } else { "<-read.url>" });

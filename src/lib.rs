@@ -14,6 +14,7 @@
 //!   - [`auth::keys`]: PEM, JWK and HMAC keys, each pinned to its algorithms; the immutable key set.
 //!   - [`auth::jwt`]: pure; compact JWS verification and time, issuer and audience checks.
 //!   - [`auth::fetch`]: loading keys, and the only code that talks to identity providers.
+//! - [`client_body`]: the request body as the pipeline carries it; what becomes of an unread rest.
 //! - [`limit`]: global and per-tenant concurrency limits (429).
 //! - [`rewrite`]: pure; upstream path with tenant, client restriction arguments stripped, grant's added.
 //! - [`proxy`]: the only code that talks to backends; header hygiene and streaming.
@@ -30,6 +31,7 @@
 pub mod audit;
 pub mod auth;
 pub mod check;
+pub mod client_body;
 pub mod error;
 pub mod flags;
 pub mod ingest;

@@ -5,6 +5,7 @@
 //! Shutdown (SIGTERM or SIGINT): `/health` turns 503, `-http.shutdownDelay` passes, the listeners close
 //! and in-flight requests finish within `-http.maxGracefulShutdownDuration`.
 
+mod linger;
 pub mod proxy_protocol;
 mod tls;
 pub mod watchdog;
@@ -30,7 +31,7 @@ use crate::auth::fetch;
 use crate::flags::{BackendType, Config, Listener};
 use crate::proxy::ClientIp;
 use crate::reload::Reload;
-use crate::server::Gateway;
+use crate::server::{AfterAnswer, Gateway};
 use tls::TlsFiles;
 use watchdog::{Activity, Limits, Verdict, WatchedIo};
 
@@ -373,7 +374,17 @@ macro_rules! service {
             let activity = activity.clone();
             async move {
                 activity.request_started();
-                let response = gateway.handle(request, &client).await;
+                let http1 = request.version() < http::Version::HTTP_2;
+                let (mut response, after) = gateway.handle(request, &client).await;
+                if after == AfterAnswer::CloseLingering {
+                    activity.close_lingering();
+                }
+                if http1 && activity.retiring() {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 activity.request_answered();
                 Ok::<_, Infallible>(response)
             }
@@ -399,7 +410,7 @@ async fn serve_http1<I>(
         .max_buf_size(64 * 1024);
     let service = service!(gateway, client, activity);
     let conn = http1.serve_connection(TokioIo::new(io), service);
-    supervise(conn, &activity, limits, &gateway, drain).await;
+    supervise(conn, &activity, limits, &gateway, drain, false).await;
 }
 
 async fn serve_auto<I>(
@@ -427,17 +438,19 @@ async fn serve_auto<I>(
     let conn = builder
         .serve_connection(TokioIo::new(io), service)
         .into_owned();
-    supervise(conn, &activity, limits, &gateway, drain).await;
+    supervise(conn, &activity, limits, &gateway, drain, true).await;
 }
 
 /// Drives a connection to its end while the watchdog looks at its stamps every tick; a verdict other
-/// than `Keep`, or shutdown, asks hyper to close gracefully (a response in progress finishes first).
+/// than `Keep`, or shutdown, asks hyper to close gracefully (a response in progress finishes first),
+/// except an HTTP/1.1 connection's lifetime, which its next answer ends ([`Activity::retire`]).
 async fn supervise<C>(
     conn: C,
     activity: &Activity,
     limits: Limits,
     gateway: &Gateway,
     drain: &Drain,
+    http2: bool,
 ) where
     C: GracefulConnection,
 {
@@ -468,6 +481,13 @@ async fn supervise<C>(
                     // Nothing is being answered: drop the connection rather than wait for the head.
                     gateway.metrics.client_close(Verdict::SlowHeader);
                     return Poll::Ready(());
+                }
+                Verdict::Lifetime if !http2 => {
+                    // Said in the next answer (`Activity::retire`); an idle connection is left to
+                    // the idle timeout.
+                    if activity.retire() {
+                        gateway.metrics.client_close(Verdict::Lifetime);
+                    }
                 }
                 verdict => {
                     gateway.metrics.client_close(verdict);

@@ -108,6 +108,13 @@ pub struct Metrics {
     tls_handshake_failures: AtomicU64,
     /// Form-typed bodies forwarded on write paths (VictoriaMetrics' `curl -d` examples).
     form_writes: AtomicU64,
+    /// Answers given before their request body's end whose rest was thrown away, by protocol
+    /// (HTTP/1.1: read and dropped, connection kept; HTTP/2: stream reset with NO_ERROR).
+    bodies_discarded: [AtomicU64; 2],
+    /// Bytes read and dropped from such bodies.
+    body_bytes_discarded: AtomicU64,
+    /// HTTP/1.1 connections closed lingering because a rest was too large, too slow or not asked for.
+    closed_lingering: AtomicU64,
 }
 
 /// Gauges owned elsewhere, read when `/metrics` is rendered.
@@ -228,6 +235,20 @@ impl Metrics {
         self.form_writes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records the rest of a request body thrown away after an early answer.
+    pub fn body_discarded(&self, http2: bool, bytes: u64) {
+        self.bodies_discarded[usize::from(http2)].fetch_add(1, Ordering::Relaxed);
+        self.body_bytes_discarded
+            .fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records a connection closed lingering after an early answer (`bytes` read before giving up).
+    pub fn closed_lingering(&self, bytes: u64) {
+        self.closed_lingering.fetch_add(1, Ordering::Relaxed);
+        self.body_bytes_discarded
+            .fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Counts a request in flight until the guard drops.
     pub fn inflight(&self) -> InflightGuard<'_> {
         self.inflight.fetch_add(1, Ordering::Relaxed);
@@ -318,7 +339,27 @@ impl Metrics {
                 self.upstream_errors[kind as usize].load(Ordering::Relaxed)
             );
         }
-        let counters: [(&str, &str, &str, u64); 9] = [
+        out.push_str("# HELP tenantgate_request_bodies_discarded_total Answers given before their request body's end (refusals, early backend answers) whose rest was thrown away: http1 read and dropped with the connection kept, http2 stream reset with NO_ERROR.\n# TYPE tenantgate_request_bodies_discarded_total counter\n");
+        for (i, protocol) in ["http1", "http2"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tenantgate_request_bodies_discarded_total{{protocol=\"{protocol}\"}} {}",
+                self.bodies_discarded[i].load(Ordering::Relaxed)
+            );
+        }
+        let counters: [(&str, &str, &str, u64); 11] = [
+            (
+                "tenantgate_request_body_bytes_discarded_total",
+                "counter",
+                "Bytes of request bodies read and thrown away after an early answer.",
+                self.body_bytes_discarded.load(Ordering::Relaxed),
+            ),
+            (
+                "tenantgate_connections_closed_after_refusal_total",
+                "counter",
+                "HTTP/1.1 connections answered with Connection: close and closed lingering because the unread rest of a request body was too large, too slow, or not to be asked for (Expect: 100-continue).",
+                self.closed_lingering.load(Ordering::Relaxed),
+            ),
             (
                 "tenantgate_proxy_protocol_refusals_total",
                 "counter",

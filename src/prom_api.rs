@@ -1,6 +1,6 @@
 //! The Prometheus HTTP API as tenantgate serves it in front of Prometheus-family backends (Prometheus,
-//! Thanos Query, Mimir, Cortex; `-read.backendType=prometheus`): which read endpoints exist there, and
-//! which of their arguments carry PromQL that must be rewritten.
+//! Thanos Query, Mimir, Cortex; `-read.backendType=prometheus`): which arguments of their read
+//! endpoints ([`crate::route::ReadEndpoint`]) carry PromQL that must be rewritten.
 //!
 //! Pure. Those backends are Go programs that read arguments with `net/url.ParseQuery` (URL query, then
 //! the urlencoded body, both in `r.Form`): pairs split on `&`, a pair holding a `;` skipped, names and
@@ -14,42 +14,6 @@ use percent_encoding::utf8_percent_encode;
 
 use crate::promql::EnforceError;
 use crate::rewrite::{is_restricted_name, FORM_VALUE};
-
-/// What a read endpoint is on a Prometheus-family backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadEndpoint {
-    /// `query`, `query_range`, `query_exemplars`: every `query` is a PromQL expression.
-    Expression,
-    /// `series`, `labels`, `label/<name>/values`, `federate`: every `match[]` is a series selector;
-    /// the grant's own selector is added when the client sent none.
-    Selectors,
-    /// `status/buildinfo`: nothing in it belongs to a tenant.
-    Plain,
-    /// `metadata`: help and type of every metric, which no selector restricts. Answered empty for a
-    /// restricted grant (as VictoriaMetrics answers it), forwarded otherwise.
-    Metadata,
-    /// `status/tsdb`: the head block's cardinality, every team's series names included, which no
-    /// selector restricts on Prometheus. Refused for a restricted grant, forwarded otherwise.
-    TsdbStatus,
-    /// An API only VictoriaMetrics has (`export`, `series/count`, Graphite, vmui): refused.
-    VictoriaMetricsOnly,
-}
-
-/// Classifies a read by its path after any `/prometheus` prefix (as [`crate::route`] split it).
-pub fn read_endpoint(api_path: &str) -> ReadEndpoint {
-    let bare = api_path.strip_suffix('/').unwrap_or(api_path);
-    match bare {
-        "/api/v1/query" | "/api/v1/query_range" | "/api/v1/query_exemplars" => {
-            ReadEndpoint::Expression
-        }
-        "/api/v1/series" | "/api/v1/labels" | "/federate" => ReadEndpoint::Selectors,
-        p if p.starts_with("/api/v1/label/") && p.ends_with("/values") => ReadEndpoint::Selectors,
-        "/api/v1/status/buildinfo" => ReadEndpoint::Plain,
-        "/api/v1/metadata" => ReadEndpoint::Metadata,
-        "/api/v1/status/tsdb" => ReadEndpoint::TsdbStatus,
-        _ => ReadEndpoint::VictoriaMetricsOnly,
-    }
-}
 
 /// Which arguments of a read are rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,33 +205,6 @@ mod tests {
             Ok(Arc::from(q))
         });
         assert!(matches!(e, Err(EnforceError::Parse(_))));
-    }
-
-    #[test]
-    fn endpoints() {
-        assert_eq!(
-            read_endpoint("/api/v1/query_range"),
-            ReadEndpoint::Expression
-        );
-        assert_eq!(read_endpoint("/api/v1/query/"), ReadEndpoint::Expression);
-        assert_eq!(
-            read_endpoint("/api/v1/label/job/values"),
-            ReadEndpoint::Selectors
-        );
-        assert_eq!(read_endpoint("/federate"), ReadEndpoint::Selectors);
-        assert_eq!(read_endpoint("/api/v1/metadata"), ReadEndpoint::Metadata);
-        assert_eq!(
-            read_endpoint("/api/v1/status/tsdb"),
-            ReadEndpoint::TsdbStatus
-        );
-        assert_eq!(
-            read_endpoint("/api/v1/export"),
-            ReadEndpoint::VictoriaMetricsOnly
-        );
-        assert_eq!(
-            read_endpoint("/graphite/metrics/find"),
-            ReadEndpoint::VictoriaMetricsOnly
-        );
     }
 
     #[test]

@@ -25,12 +25,13 @@ use bytes::{Buf, Bytes};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, Uri};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::client_body::ClientBody;
 use crate::error::{ErrorKind, GatewayError};
 use crate::flags::UpstreamTls;
 use crate::metrics::UpstreamError;
@@ -49,7 +50,7 @@ pub enum RequestBody {
     /// again when a pooled connection turns out to have been closed.
     Full(Bytes),
     /// The client's body, streamed behind the size limit.
-    Stream(Limited<Incoming>),
+    Stream(Limited<ClientBody>),
 }
 
 /// Bodies up to this size leave in the same write as the head.

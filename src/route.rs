@@ -9,6 +9,7 @@
 use http::Method;
 
 use crate::error::{ErrorKind, GatewayError};
+use crate::ingest::rows::Format;
 
 /// How an API path maps into a cluster's `/select/<tenant>` or `/insert/<tenant>` space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +43,67 @@ pub enum Route {
     Pprof,
     /// The other probes every VictoriaMetrics component answers.
     Probe(Probe),
+    /// A read or write of the metrics API, forwarded to a backend under the token's grant.
+    Api(ApiCall),
+}
+
+/// An API request as the whole pipeline sees it: where its API part starts and what it is. Decided once
+/// here from the raw path; later steps (auth's mode check, rate limits, body rules, rewriting, PromQL
+/// enforcement, row counting) read it instead of looking at the path again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiCall {
+    /// Where the API part of the path starts and how it maps into a cluster's tenant space.
+    pub api: Api,
+    /// What the request is.
+    pub endpoint: Endpoint,
+}
+
+/// What an API request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
     /// A query, export or metadata request.
-    Read(Api),
-    /// Rules or alerts (a read).
-    Rules(RulesKind, Api),
-    /// Any ingestion protocol.
-    Write(Api),
+    Read(ReadEndpoint),
+    /// Rules or alerts: a read whose answer covers every team of a tenant.
+    Rules(RulesKind),
+    /// An ingestion request, with the body format its path names.
+    Write(Format),
+}
+
+impl ApiCall {
+    /// Writes need the token's write bit, reads its read bit.
+    pub fn is_write(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Write(_))
+    }
+
+    /// `Some` for rules and alerts.
+    pub fn rules(&self) -> Option<RulesKind> {
+        match self.endpoint {
+            Endpoint::Rules(kind) => Some(kind),
+            _ => None,
+        }
+    }
+}
+
+/// What a read is on a Prometheus-family backend (Prometheus, Thanos, Mimir: `-read.backendType`),
+/// where tenantgate itself enforces the grant in PromQL (`crate::prom_api`). VictoriaMetrics backends
+/// enforce `extra_label`/`extra_filters` on every one of them themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadEndpoint {
+    /// `query`, `query_range`, `query_exemplars`: every `query` is a PromQL expression.
+    Expression,
+    /// `series`, `labels`, `label/<name>/values`, `federate`: every `match[]` is a series selector;
+    /// the grant's own selector is added when the client sent none.
+    Selectors,
+    /// `status/buildinfo`: nothing in it belongs to a tenant.
+    Plain,
+    /// `metadata`: help and type of every metric, which no selector restricts. Answered empty for a
+    /// restricted grant (as VictoriaMetrics answers it), forwarded otherwise.
+    Metadata,
+    /// `status/tsdb`: the head block's cardinality, every team's series names included, which no
+    /// selector restricts on Prometheus. Refused for a restricted grant, forwarded otherwise.
+    TsdbStatus,
+    /// An API only VictoriaMetrics has (`export`, `series/count`, Graphite, vmui).
+    VictoriaMetricsOnly,
 }
 
 /// Probes with fixed answers, as in VictoriaMetrics' `lib/httpserver`.
@@ -75,16 +131,15 @@ pub struct Api {
     pub start: usize,
 }
 
-/// The metric label for a route class.
 impl Route {
-    /// `read`, `write` or `internal`.
+    /// The metric label for the route's class: `read`, `write` or `internal`.
     pub fn class(&self) -> RouteClass {
         match self {
             Route::Health | Route::Metrics | Route::Flags | Route::Pprof | Route::Probe(_) => {
                 RouteClass::Internal
             }
-            Route::Read(_) | Route::Rules(..) => RouteClass::Read,
-            Route::Write(_) => RouteClass::Write,
+            Route::Api(call) if call.is_write() => RouteClass::Write,
+            Route::Api(_) => RouteClass::Read,
         }
     }
 }
@@ -120,41 +175,41 @@ impl RouteClass {
 }
 
 /// Prometheus API reads (after the optional `/prometheus` prefix).
-const READ_PATHS: &[&str] = &[
-    "/api/v1/query",
-    "/api/v1/query_range",
-    "/api/v1/series",
-    "/api/v1/series/count",
-    "/api/v1/labels",
-    "/api/v1/export",
-    "/api/v1/export/native",
-    "/api/v1/export/csv",
-    "/federate",
-    "/api/v1/metadata",
-    "/api/v1/status/tsdb",
-    "/api/v1/status/buildinfo",
-    "/api/v1/query_exemplars",
+const READ_PATHS: &[(&str, ReadEndpoint)] = &[
+    ("/api/v1/query", ReadEndpoint::Expression),
+    ("/api/v1/query_range", ReadEndpoint::Expression),
+    ("/api/v1/series", ReadEndpoint::Selectors),
+    ("/api/v1/series/count", ReadEndpoint::VictoriaMetricsOnly),
+    ("/api/v1/labels", ReadEndpoint::Selectors),
+    ("/api/v1/export", ReadEndpoint::VictoriaMetricsOnly),
+    ("/api/v1/export/native", ReadEndpoint::VictoriaMetricsOnly),
+    ("/api/v1/export/csv", ReadEndpoint::VictoriaMetricsOnly),
+    ("/federate", ReadEndpoint::Selectors),
+    ("/api/v1/metadata", ReadEndpoint::Metadata),
+    ("/api/v1/status/tsdb", ReadEndpoint::TsdbStatus),
+    ("/api/v1/status/buildinfo", ReadEndpoint::Plain),
+    ("/api/v1/query_exemplars", ReadEndpoint::Expression),
 ];
 
-/// Prometheus-family writes (after the optional `/prometheus` prefix).
-const WRITE_PATHS: &[&str] = &[
-    "/api/v1/write",
+/// Prometheus-family writes (after the optional `/prometheus` prefix) and their body formats.
+const WRITE_PATHS: &[(&str, Format)] = &[
+    ("/api/v1/write", Format::RemoteWrite),
     // Mimir's and Cortex's remote-write path, which VictoriaMetrics serves too.
-    "/api/v1/push",
-    "/api/v1/import",
-    "/api/v1/import/native",
-    "/api/v1/import/csv",
-    "/api/v1/import/prometheus",
+    ("/api/v1/push", Format::RemoteWrite),
+    ("/api/v1/import", Format::JsonLines),
+    ("/api/v1/import/native", Format::Native),
+    ("/api/v1/import/csv", Format::Csv),
+    ("/api/v1/import/prometheus", Format::PrometheusText),
 ];
 
 /// Writes that keep their own prefix in cluster mode.
-const PREFIXED_WRITE_PATHS: &[&str] = &[
-    "/influx/write",
-    "/influx/api/v2/write",
-    "/opentelemetry/v1/metrics",
-    "/opentelemetry/api/v1/push",
-    "/datadog/api/v1/series",
-    "/datadog/api/v2/series",
+const PREFIXED_WRITE_PATHS: &[(&str, Format)] = &[
+    ("/influx/write", Format::Influx),
+    ("/influx/api/v2/write", Format::Influx),
+    ("/opentelemetry/v1/metrics", Format::Other),
+    ("/opentelemetry/api/v1/push", Format::Other),
+    ("/datadog/api/v1/series", Format::Other),
+    ("/datadog/api/v2/series", Format::Other),
 ];
 
 /// Prefixes under which any (safe) path is a write, as VictoriaMetrics serves several there.
@@ -209,35 +264,51 @@ pub fn classify(method: &Method, path: &str) -> Result<Route, GatewayError> {
         _ => (path, 0),
     };
     let bare = api_path.strip_suffix('/').unwrap_or(api_path);
-    let prometheus = Api {
-        family: Family::Prometheus,
-        start,
+    let call = |family, start, endpoint| {
+        Route::Api(ApiCall {
+            api: Api { family, start },
+            endpoint,
+        })
     };
-    if READ_PATHS.contains(&bare) || is_label_values(bare) {
-        return read_method(method, Route::Read(prometheus));
+    let prometheus = |endpoint| call(Family::Prometheus, start, endpoint);
+    if let Some((_, endpoint)) = READ_PATHS.iter().find(|(p, _)| *p == bare) {
+        return read_method(method, prometheus(Endpoint::Read(*endpoint)));
+    }
+    if is_label_values(bare) {
+        return read_method(method, prometheus(Endpoint::Read(ReadEndpoint::Selectors)));
     }
     match bare {
-        "/api/v1/rules" => return read_method(method, Route::Rules(RulesKind::Rules, prometheus)),
+        "/api/v1/rules" => {
+            return read_method(method, prometheus(Endpoint::Rules(RulesKind::Rules)))
+        }
         "/api/v1/alerts" => {
-            return read_method(method, Route::Rules(RulesKind::Alerts, prometheus))
+            return read_method(method, prometheus(Endpoint::Rules(RulesKind::Alerts)))
         }
         _ => {}
     }
-    if WRITE_PATHS.contains(&bare) {
-        return write_method(method, Route::Write(prometheus));
+    if let Some((_, format)) = WRITE_PATHS.iter().find(|(p, _)| *p == bare) {
+        // VictoriaMetrics matches write paths exactly (`app/vminsert/main.go`): with a trailing slash
+        // it answers 404, so nothing there is a format whose rows count.
+        let format = if bare.len() < api_path.len() {
+            Format::Other
+        } else {
+            *format
+        };
+        return write_method(method, prometheus(Endpoint::Write(format)));
     }
-    let prefixed = Api {
-        family: Family::Prefixed,
-        start: 0,
-    };
     if start == 0 {
-        if PREFIXED_WRITE_PATHS.contains(&bare)
-            || PREFIXED_WRITE_TREES.iter().any(|p| path.starts_with(p))
-        {
-            return write_method(method, Route::Write(prefixed));
+        let prefixed = |endpoint| call(Family::Prefixed, 0, endpoint);
+        if let Some((_, format)) = PREFIXED_WRITE_PATHS.iter().find(|(p, _)| *p == bare) {
+            return write_method(method, prefixed(Endpoint::Write(*format)));
+        }
+        if PREFIXED_WRITE_TREES.iter().any(|p| path.starts_with(p)) {
+            return write_method(method, prefixed(Endpoint::Write(Format::Other)));
         }
         if PREFIXED_READ_TREES.iter().any(|p| path.starts_with(p)) {
-            return read_method(method, Route::Read(prefixed));
+            return read_method(
+                method,
+                prefixed(Endpoint::Read(ReadEndpoint::VictoriaMetricsOnly)),
+            );
         }
     }
     Err(GatewayError::new(
@@ -341,59 +412,84 @@ mod tests {
         classify(&method, path).map_err(|e| e.kind)
     }
 
-    #[test]
-    fn reads_with_and_without_prefix() {
-        for p in READ_PATHS {
-            assert!(
-                matches!(route(Method::GET, p), Ok(Route::Read(a)) if a.start == 0 && a.family == Family::Prometheus),
-                "{p}"
-            );
-            let prefixed = format!("/prometheus{p}");
-            assert!(
-                matches!(route(Method::POST, &prefixed), Ok(Route::Read(a)) if a.start == 11),
-                "{prefixed}"
-            );
+    fn endpoint(method: Method, path: &str) -> Option<(Api, Endpoint)> {
+        match route(method, path) {
+            Ok(Route::Api(call)) => Some((call.api, call.endpoint)),
+            _ => None,
         }
-        assert!(matches!(
-            route(Method::GET, "/api/v1/label/__name__/values"),
-            Ok(Route::Read(_))
-        ));
-        assert!(matches!(
-            route(Method::GET, "/api/v1/query/"),
-            Ok(Route::Read(_))
-        ));
-        assert!(matches!(
-            route(Method::GET, "/graphite/metrics/find"),
-            Ok(Route::Read(Api {
-                family: Family::Prefixed,
-                start: 0
-            }))
-        ));
-        assert!(matches!(route(Method::GET, "/vmui/"), Ok(Route::Read(_))));
-        assert!(matches!(route(Method::GET, "/vmui"), Ok(Route::Read(_))));
     }
 
     #[test]
-    fn writes() {
-        for p in WRITE_PATHS {
-            assert!(
-                matches!(route(Method::POST, p), Ok(Route::Write(a)) if a.family == Family::Prometheus)
+    fn reads_with_and_without_prefix() {
+        for (p, kind) in READ_PATHS {
+            let (api, e) = endpoint(Method::GET, p).unwrap();
+            assert_eq!(
+                (api.start, api.family, e),
+                (0, Family::Prometheus, Endpoint::Read(*kind)),
+                "{p}"
             );
-            assert!(matches!(
-                route(Method::POST, &format!("/prometheus{p}")),
-                Ok(Route::Write(_))
-            ));
+            let prefixed = format!("/prometheus{p}");
+            let (api, e) = endpoint(Method::POST, &prefixed).unwrap();
+            assert_eq!((api.start, e), (11, Endpoint::Read(*kind)), "{prefixed}");
         }
-        for p in PREFIXED_WRITE_PATHS {
-            assert!(
-                matches!(route(Method::POST, p), Ok(Route::Write(a)) if a.family == Family::Prefixed),
+        for (p, kind) in [
+            ("/api/v1/label/__name__/values", ReadEndpoint::Selectors),
+            ("/api/v1/query/", ReadEndpoint::Expression),
+            ("/api/v1/label/job/values/", ReadEndpoint::Selectors),
+            ("/vmui/", ReadEndpoint::VictoriaMetricsOnly),
+            ("/vmui", ReadEndpoint::VictoriaMetricsOnly),
+        ] {
+            assert_eq!(
+                endpoint(Method::GET, p).map(|(_, e)| e),
+                Some(Endpoint::Read(kind)),
                 "{p}"
             );
         }
-        assert!(matches!(
-            route(Method::POST, "/newrelic/infra/v2/metrics/events/bulk"),
-            Ok(Route::Write(_))
-        ));
+        assert_eq!(
+            endpoint(Method::GET, "/graphite/metrics/find"),
+            Some((
+                Api {
+                    family: Family::Prefixed,
+                    start: 0
+                },
+                Endpoint::Read(ReadEndpoint::VictoriaMetricsOnly)
+            ))
+        );
+    }
+
+    #[test]
+    fn writes_and_their_formats() {
+        for (p, format) in WRITE_PATHS {
+            let (api, e) = endpoint(Method::POST, p).unwrap();
+            assert_eq!(
+                (api.family, e),
+                (Family::Prometheus, Endpoint::Write(*format)),
+                "{p}"
+            );
+            let (_, e) = endpoint(Method::PUT, &format!("/prometheus{p}")).unwrap();
+            assert_eq!(e, Endpoint::Write(*format));
+        }
+        for (p, format) in PREFIXED_WRITE_PATHS {
+            let (api, e) = endpoint(Method::POST, p).unwrap();
+            assert_eq!(
+                (api.family, e),
+                (Family::Prefixed, Endpoint::Write(*format)),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            endpoint(Method::POST, "/influx/write").map(|(_, e)| e),
+            Some(Endpoint::Write(Format::Influx))
+        );
+        assert_eq!(
+            endpoint(Method::POST, "/newrelic/infra/v2/metrics/events/bulk").map(|(_, e)| e),
+            Some(Endpoint::Write(Format::Other))
+        );
+        assert_eq!(
+            endpoint(Method::POST, "/api/v1/write/").map(|(_, e)| e),
+            Some(Endpoint::Write(Format::Other)),
+            "VictoriaMetrics answers 404 there: no rows to count"
+        );
         assert_eq!(
             route(Method::GET, "/api/v1/write"),
             Err(ErrorKind::MethodNotAllowed)
@@ -402,14 +498,14 @@ mod tests {
 
     #[test]
     fn rules_alerts_internal() {
-        assert!(matches!(
-            route(Method::GET, "/api/v1/rules"),
-            Ok(Route::Rules(RulesKind::Rules, _))
-        ));
-        assert!(matches!(
-            route(Method::GET, "/prometheus/api/v1/alerts"),
-            Ok(Route::Rules(RulesKind::Alerts, _))
-        ));
+        assert_eq!(
+            endpoint(Method::GET, "/api/v1/rules").map(|(_, e)| e),
+            Some(Endpoint::Rules(RulesKind::Rules))
+        );
+        assert_eq!(
+            endpoint(Method::GET, "/prometheus/api/v1/alerts").map(|(_, e)| e),
+            Some(Endpoint::Rules(RulesKind::Alerts))
+        );
         assert_eq!(route(Method::GET, "/health"), Ok(Route::Health));
         assert_eq!(route(Method::GET, "/metrics"), Ok(Route::Metrics));
         assert_eq!(

@@ -9,6 +9,7 @@
 
 mod answers;
 mod bodies;
+mod forward;
 mod own;
 mod prometheus;
 
@@ -26,21 +27,22 @@ use tokio::task::JoinHandle;
 use crate::audit::{AuditLog, AuditedBody, Record};
 use crate::auth::claims::{Access, Mode};
 use crate::auth::{fetch, Authenticator, Grant};
+use crate::client_body::{self, ClientBody, Discarded, Unread};
 use crate::error::{ErrorKind, GatewayError};
 use crate::flags::{BackendType, Config, TenantFormat};
 use crate::limit::Limits;
 use crate::metrics::{Gauges, Metrics};
-use crate::proxy::{BackendBody, ClientIp, OwnHeaders, RequestBody, Tap, Upstream};
+use crate::proxy::{BackendBody, ClientIp, Upstream};
 use crate::push::PushStatus;
-use crate::ratelimit::{self, RateLimiter};
+use crate::ratelimit::RateLimiter;
 use crate::reload::Reload;
-use crate::rewrite::{self, Topology};
-use crate::route::{self, Probe, Route, RouteClass, RulesKind};
+use crate::rewrite::Topology;
+use crate::route::{self, Probe, Route, RouteClass};
 use crate::secrets::SecretValue;
 pub use answers::hostname;
-use answers::{json_response, text_response, Decoration};
+use answers::{text_response, Decoration};
 use own::{Guard, Guards};
-use prometheus::{PrometheusBackends, ReadPlan};
+use prometheus::PrometheusBackends;
 
 /// What a response body is inside the pipeline: a backend's stream or tenantgate's own bytes.
 pub type ResponseBody = Either<BackendBody, Full<Bytes>>;
@@ -83,6 +85,16 @@ pub struct Gateway {
     background: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Set when shutdown begins: `/health` answers 503 so load balancers stop sending.
     pub shutting_down: AtomicBool,
+}
+
+/// How a client connection goes on after an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterAnswer {
+    /// Ready for the next request.
+    KeepAlive,
+    /// Unread request bytes are still arriving: the answer said `Connection: close`, and the socket
+    /// closes lingering (`listen::linger`).
+    CloseLingering,
 }
 
 /// What serving a request learnt, for metrics and the audit log.
@@ -216,14 +228,20 @@ impl Gateway {
         }
     }
 
-    /// Serves one request, recording its metrics and audit line.
+    /// Serves one request, recording its metrics and audit line, and says how the connection goes on
+    /// after the answer.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         client: &ClientIp,
-    ) -> Response<AnswerBody> {
+    ) -> (Response<AnswerBody>, AfterAnswer) {
         let started = Instant::now();
         let _inflight = self.metrics.inflight();
+        let (parts, body) = request.into_parts();
+        let (body, unread) = ClientBody::new(body);
+        let request = Request::from_parts(parts, body);
+        let version = request.version();
+        let expects_continue = request.headers().contains_key(header::EXPECT);
         let record = self
             .audit
             .as_ref()
@@ -258,20 +276,63 @@ impl Gateway {
         self.metrics
             .request(class, response.status().as_u16(), started.elapsed());
         self.decoration.apply(response.headers_mut(), own);
+        let after = match unread.as_deref().and_then(Unread::take) {
+            Some(rest) => {
+                self.settle_unread(rest, version, expects_continue, &mut response)
+                    .await
+            }
+            None => AfterAnswer::KeepAlive,
+        };
         match (&self.audit, record) {
             (Some(log), Some(mut record)) => {
                 fill_record(&mut record, &served, class, response.status(), error);
                 record.bytes_in = served.bytes_in.max(declared_in.unwrap_or(0));
                 let log = log.clone();
-                response.map(|body| Either::Right(AuditedBody::new(body, record, started, log)))
+                let response = response
+                    .map(|body| Either::Right(AuditedBody::new(body, record, started, log)));
+                (response, after)
             }
-            _ => response.map(Either::Left),
+            _ => (response.map(Either::Left), after),
+        }
+    }
+
+    /// The connection after an answer given before the request body's end ([`client_body`]): on
+    /// HTTP/1.1 a small rest is read and dropped and the connection stays; anything else closes it
+    /// lingering, said in the answer. On HTTP/2 the stream just ends (`RST_STREAM(NO_ERROR)`).
+    async fn settle_unread(
+        &self,
+        rest: Incoming,
+        version: http::Version,
+        expects_continue: bool,
+        response: &mut Response<ResponseBody>,
+    ) -> AfterAnswer {
+        if version >= http::Version::HTTP_2 {
+            drop(rest);
+            self.metrics.body_discarded(true, 0);
+            return AfterAnswer::KeepAlive;
+        }
+        match client_body::discard(rest, expects_continue).await {
+            Discarded::Drained { bytes } => {
+                self.metrics.body_discarded(false, bytes);
+                AfterAnswer::KeepAlive
+            }
+            Discarded::MustClose { bytes } => {
+                self.metrics.closed_lingering(bytes);
+                tracing::debug!(
+                    status = response.status().as_u16(),
+                    "answered before the request body's end; closing the connection lingering"
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                AfterAnswer::CloseLingering
+            }
         }
     }
 
     async fn serve(
         &self,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         client: &ClientIp,
         served: &mut Served,
     ) -> (RouteClass, Result<Response<ResponseBody>, GatewayError>) {
@@ -314,7 +375,7 @@ impl Gateway {
             Route::Metrics => Guard::Key("metricsAuthKey"),
             Route::Flags => Guard::Key("flagsAuthKey"),
             Route::Pprof => Guard::Key("pprofAuthKey"),
-            Route::Read(_) | Route::Rules(..) | Route::Write(_) => Guard::Basic,
+            Route::Api(_) => Guard::Basic,
         };
         if let Err(e) = self.guards.check(guard, request.headers(), request.uri()) {
             return (class, Err(e));
@@ -329,382 +390,9 @@ impl Gateway {
                 ErrorKind::NotFound,
                 "tenantgate is not a Go program: there are no pprof profiles",
             )),
-            Route::Read(api) => {
-                self.authenticated(request, client, api, None, false, prefix_len, served)
-                    .await
-            }
-            Route::Rules(kind, api) => {
-                self.authenticated(request, client, api, Some(kind), false, prefix_len, served)
-                    .await
-            }
-            Route::Write(api) => {
-                self.authenticated(request, client, api, None, true, prefix_len, served)
-                    .await
-            }
+            Route::Api(call) => self.api(request, client, call, prefix_len, served).await,
         };
         (class, result)
-    }
-
-    async fn grant(&self, request: &Request<Incoming>) -> Result<Arc<Grant>, GatewayError> {
-        match &self.auth {
-            Some(auth) => auth.authenticate_or_refresh(request.headers()).await,
-            None => Ok(self.open_grant.clone()),
-        }
-    }
-
-    /// Verifies the token once, checks its mode, answers rules and alerts where they cannot be
-    /// restricted, and forwards everything else.
-    #[allow(clippy::too_many_arguments)]
-    async fn authenticated(
-        &self,
-        request: Request<Incoming>,
-        client: &ClientIp,
-        api: route::Api,
-        rules: Option<RulesKind>,
-        write: bool,
-        prefix_len: usize,
-        served: &mut Served,
-    ) -> Result<Response<ResponseBody>, GatewayError> {
-        let grant = self.grant(&request).await?;
-        served.grant = Some(grant.clone());
-        check_mode(grant.access.mode, write)?;
-        if let Some(kind) = rules {
-            // Rules and alerts (vmalert's, proxied by VictoriaMetrics single-node and vmselect, or a
-            // Prometheus-family backend's own) cover every team of the tenant and take no label
-            // arguments. A restricted token gets the answer filtered to its labels (`rules_filter`,
-            // in `proxy`), which needs its grant as one PromQL selector; when it is not one (several
-            // extra_filters, which VictoriaMetrics ORs, or a MetricsQL-only filter) a VictoriaMetrics
-            // token sees an empty list rather than other teams' rules, and a Prometheus-family read
-            // is refused with the reason (`prometheus::PrometheusBackends::rules`).
-            if self.read_type == BackendType::VictoriaMetrics
-                && grant.access.is_label_restricted()
-                && grant.promql().is_err()
-            {
-                let body = match kind {
-                    RulesKind::Rules => r#"{"status":"success","data":{"groups":[]}}"#,
-                    RulesKind::Alerts => r#"{"status":"success","data":{"alerts":[]}}"#,
-                };
-                return Ok(json_response(StatusCode::OK, body));
-            }
-        }
-        self.proxy(
-            request, client, api, grant, write, rules, prefix_len, served,
-        )
-        .await
-    }
-
-    /// The value of `-backend.tenantHeader` for this grant, when the flag is set.
-    fn tenant_header(
-        &self,
-        grant: &Grant,
-    ) -> Result<Option<(&http::HeaderName, HeaderValue)>, GatewayError> {
-        let Some((name, format)) = &self.tenant_header else {
-            return Ok(None);
-        };
-        let tenant = grant.access.tenant;
-        let text = match format {
-            TenantFormat::AccountProject => grant.args.tenant.clone(),
-            TenantFormat::Account if tenant.project == 0 => tenant.account.to_string(),
-            TenantFormat::Account => {
-                return Err(GatewayError::new(
-                    ErrorKind::Forbidden,
-                    format!("the token's tenant {tenant} has a non-zero projectID, which -backend.tenantHeaderFormat=account cannot pass on without mixing it up with tenant {}:0", tenant.account),
-                ))
-            }
-        };
-        let value = HeaderValue::from_str(&text)
-            .map_err(|_| GatewayError::new(ErrorKind::Internal, "tenant is not a header value"))?;
-        Ok(Some((name, value)))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn proxy(
-        &self,
-        request: Request<Incoming>,
-        client: &ClientIp,
-        api: route::Api,
-        grant: Arc<Grant>,
-        write: bool,
-        rules: Option<RulesKind>,
-        prefix_len: usize,
-        served: &mut Served,
-    ) -> Result<Response<ResponseBody>, GatewayError> {
-        let tenant_header = self.tenant_header(&grant)?;
-        let prometheus = if write {
-            self.write_type
-        } else {
-            self.read_type
-        } == BackendType::Prometheus;
-        if prometheus && write {
-            return self
-                .remote_write(
-                    request,
-                    client,
-                    api,
-                    grant,
-                    prefix_len,
-                    served,
-                    tenant_header,
-                )
-                .await;
-        }
-        let _permit = self
-            .limits
-            .acquire(&grant)
-            .inspect_err(|_| self.metrics.concurrency_rejection())?;
-        let upstream = if write { &self.write } else { &self.read }
-            .as_ref()
-            .ok_or_else(|| {
-                GatewayError::new(
-                    ErrorKind::NotFound,
-                    if write {
-                        "writes are not enabled on this gateway (no -write.url)"
-                    } else {
-                        "reads are not enabled on this gateway (no -read.url)"
-                    },
-                )
-            })?;
-        // Judged before the body is read: a batch is never refused for being larger than what is left.
-        let admission = match &self.ratelimit {
-            Some(limiter) => limiter.admit(grant.access.tenant, write)?,
-            None => None,
-        };
-        let (mut parts, body) = request.into_parts();
-        let limits = &self.config.limits;
-        let body = if write {
-            bodies::write_body(
-                &parts.headers,
-                body,
-                limits.max_request_body_size,
-                &self.metrics,
-            )?
-        } else {
-            let form = bodies::read_body(
-                &parts.headers,
-                body,
-                limits.max_form_body_size,
-                &self.metrics,
-            )
-            .await?;
-            // Go's `Request.ParseForm` reads the body of POST, PUT and PATCH only, so a GET or HEAD
-            // body is nothing a backend reads. It must not be forwarded either: enforcement that
-            // counted a `match[]` in it would let the backend answer without any.
-            if parts.method == http::Method::POST {
-                form
-            } else {
-                RequestBody::Empty
-            }
-        };
-        let filter_rules = rules.is_some() && grant.access.is_label_restricted();
-        if filter_rules {
-            // The filter reads the answer: it must come uncompressed.
-            parts.headers.remove(header::ACCEPT_ENCODING);
-        }
-        let path = &parts.uri.path()[prefix_len..];
-        let (target, body) = if prometheus {
-            // The backend's own API prefix (Mimir's `/prometheus`) comes from -read.url; a client's
-            // VictoriaMetrics-style `/prometheus` prefix is dropped.
-            let api_path = &path[api.start..];
-            let planned = match rules {
-                Some(_) => self.prometheus.rules(
-                    &grant,
-                    &upstream.base_path,
-                    api_path,
-                    parts.uri.query(),
-                    body,
-                ),
-                None => self.prometheus.read(
-                    &grant,
-                    &upstream.base_path,
-                    api_path,
-                    parts.uri.query(),
-                    body,
-                ),
-            }?;
-            match planned {
-                ReadPlan::Forward(target, body) => (target, body),
-                ReadPlan::Answer(answer) => return Ok(answer),
-            }
-        } else {
-            let (target, dropped) = rewrite::upstream_target(
-                self.topology,
-                write,
-                &upstream.base_path,
-                api,
-                path,
-                parts.uri.query(),
-                &grant.args,
-            );
-            self.metrics.stripped(dropped);
-            if dropped > 0 {
-                tracing::info!(dropped, tenant = %grant.access.tenant, "removed client-supplied extra_label/extra_filters arguments");
-            }
-            (target, body)
-        };
-        if self.config.server.disable_response_compression {
-            parts.headers.remove(header::ACCEPT_ENCODING);
-        }
-        let counting = admission.as_ref().filter(|a| a.count_rows).and_then(|a| {
-            use crate::ingest::rows::{format_for_path, Format};
-            let path = &parts.uri.path()[prefix_len..];
-            let format = format_for_path(&path[api.start..]);
-            // Formats without a row parser here add nothing to the count: no copy, no task.
-            if format == Format::Other {
-                return None;
-            }
-            Some(RowsToCount {
-                format,
-                plan: self
-                    .ratelimit
-                    .as_deref()
-                    .map_or(ratelimit::RowsPlan::Exact, |l| a.rows_plan(l, format)),
-                encoding: parts
-                    .headers
-                    .get(header::CONTENT_ENCODING)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
-                csv_format: parts.uri.query().and_then(csv_format),
-            })
-        });
-        let mut tap = match &counting {
-            Some(rows) if rows.plan == ratelimit::RowsPlan::Exact => {
-                Tap::copying(ratelimit::MAX_COUNTED_BODY)
-            }
-            _ => Tap::default(),
-        };
-        let own = OwnHeaders {
-            auth: &self.auth_header,
-            tenant: tenant_header,
-        };
-        let outcome = upstream
-            .forward(parts, target, body, &mut tap, client, own)
-            .await;
-        served.bytes_in = tap.bytes;
-        match outcome {
-            Ok((response, took)) => {
-                self.metrics.upstream(write, took);
-                if let (Some(rows), Some(admission), Some(limiter)) =
-                    (counting, admission, &self.ratelimit)
-                {
-                    if response.status().is_success() {
-                        match tap.copy.take() {
-                            Some(copy) => rows.count_later(limiter.clone(), admission, copy),
-                            None => limiter.rows_estimated(&admission, rows.format, tap.bytes),
-                        }
-                    }
-                }
-                match rules {
-                    Some(kind) if filter_rules => {
-                        self.prometheus
-                            .filter_rules_answer(&grant, kind, response)
-                            .await
-                    }
-                    _ => Ok(response.map(Either::Left)),
-                }
-            }
-            Err((kind, e)) => {
-                if let Some(kind) = kind {
-                    self.metrics.upstream_error(kind);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// A remote write to a Prometheus-family receiver: the body read whole, every series given the
-    /// token's labels, the new body forwarded to the receiver's URL, its rows reported to rate limits.
-    #[allow(clippy::too_many_arguments)]
-    async fn remote_write(
-        &self,
-        request: Request<Incoming>,
-        client: &ClientIp,
-        api: route::Api,
-        grant: Arc<Grant>,
-        prefix_len: usize,
-        served: &mut Served,
-        tenant_header: Option<(&http::HeaderName, HeaderValue)>,
-    ) -> Result<Response<ResponseBody>, GatewayError> {
-        let path = &request.uri().path()[prefix_len..];
-        let format = crate::ingest::rows::format_for_path(&path[api.start..]);
-        if format != crate::ingest::rows::Format::RemoteWrite {
-            return Err(GatewayError::new(
-                ErrorKind::NotFound,
-                format!("{path}: the write backend is a Prometheus remote-write receiver (-write.backendType=prometheus), which takes only remote write (/api/v1/write); send other formats to a VictoriaMetrics backend"),
-            ));
-        }
-        let _permit = self
-            .limits
-            .acquire(&grant)
-            .inspect_err(|_| self.metrics.concurrency_rejection())?;
-        let upstream = self.write.as_ref().ok_or_else(|| {
-            GatewayError::new(
-                ErrorKind::NotFound,
-                "writes are not enabled on this gateway (no -write.url)",
-            )
-        })?;
-        let admission = match &self.ratelimit {
-            Some(limiter) => limiter.admit(grant.access.tenant, true)?,
-            None => None,
-        };
-        let (parts, body) = request.into_parts();
-        let limits = &self.config.limits;
-        let raw =
-            bodies::whole_write_body(&parts.headers, body, limits.max_request_body_size).await?;
-        served.bytes_in = raw.len() as u64;
-        // Rows are counted (exactly: the body is decoded anyway) only where a rows limit needs them.
-        let count_in = match (&admission, self.ratelimit.as_deref()) {
-            (Some(a), Some(limiter)) if a.count_rows => Some(limiter.dialect),
-            _ => None,
-        };
-        // Decoded bodies are bounded too: a small snappy block can claim gigabytes.
-        let max_decoded = (limits.max_request_body_size.saturating_mul(8)).max(64 << 20) as usize;
-        let (rewritten, rows) = self.prometheus.remote_write(
-            &grant,
-            &parts.headers,
-            &raw,
-            max_decoded,
-            count_in.as_ref(),
-        )?;
-        let target = prometheus::remote_write_target(&upstream.base_path, parts.uri.query());
-        let own = OwnHeaders {
-            auth: &self.auth_header,
-            tenant: tenant_header,
-        };
-        let mut tap = Tap::default();
-        let outcome = upstream
-            .forward(
-                parts,
-                target,
-                RequestBody::Full(rewritten),
-                &mut tap,
-                client,
-                own,
-            )
-            .await;
-        match outcome {
-            Ok((response, took)) => {
-                self.metrics.upstream(true, took);
-                if let (Some(admission), Some(limiter), Some(rows)) =
-                    (admission, &self.ratelimit, rows)
-                {
-                    if response.status().is_success() {
-                        limiter.rows_counted(
-                            &admission,
-                            crate::ingest::rows::Format::RemoteWrite,
-                            raw.len() as u64,
-                            rows,
-                        );
-                    }
-                }
-                Ok(response.map(Either::Left))
-            }
-            Err((kind, e)) => {
-                if let Some(kind) = kind {
-                    self.metrics.upstream_error(kind);
-                }
-                Err(e)
-            }
-        }
     }
 
     fn health(&self) -> Response<ResponseBody> {
@@ -778,69 +466,6 @@ impl Gateway {
     }
 }
 
-/// What a write's rows are counted from once the backend accepted it.
-struct RowsToCount {
-    format: crate::ingest::rows::Format,
-    plan: ratelimit::RowsPlan,
-    encoding: Option<String>,
-    csv_format: Option<String>,
-}
-
-/// Bodies up to this size are counted on a runtime thread; larger ones on a blocking thread.
-const COUNT_INLINE: usize = 1 << 20;
-
-impl RowsToCount {
-    /// Counts the rows of `body` off the request path and reports them to the limiter.
-    fn count_later(
-        self,
-        limiter: Arc<RateLimiter>,
-        admission: ratelimit::Admission,
-        body: Vec<u8>,
-    ) {
-        let small = body.len() <= COUNT_INLINE;
-        let size = body.len() as u64;
-        let count = move || {
-            use crate::ingest::rows;
-            let dialect = limiter.dialect;
-            let counted =
-                rows::encoding_from_header(self.encoding.as_deref(), self.format, &dialect)
-                    .map_err(|e| e.to_string())
-                    .and_then(|encoding| {
-                        rows::count_rows(
-                            &dialect,
-                            self.format,
-                            encoding,
-                            self.csv_format.as_deref(),
-                            &body,
-                            ratelimit::MAX_COUNTED_BODY * 8,
-                        )
-                        .map_err(|e| e.to_string())
-                    });
-            match counted {
-                Ok(counted) => limiter.rows_counted(&admission, self.format, size, counted.rows),
-                Err(e) => tracing::debug!("cannot count the rows of an accepted write: {e}"),
-            }
-        };
-        if small {
-            tokio::spawn(async move { count() });
-        } else {
-            tokio::task::spawn_blocking(count);
-        }
-    }
-}
-
-/// The `format` argument of a CSV import, form-decoded.
-fn csv_format(query: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let value = pair.strip_prefix("format=")?;
-        Some(
-            percent_encoding::percent_decode_str(&value.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned(),
-        )
-    })
-}
-
 /// The fixed answers of VictoriaMetrics' probes.
 fn probe_answer(probe: Probe) -> Response<ResponseBody> {
     match probe {
@@ -867,43 +492,5 @@ fn fill_record(
         record.tenant = Some(grant.args.tenant.clone());
         record.labels = grant.access.extra_labels.clone();
         record.filters = grant.access.extra_filters.clone();
-    }
-}
-
-fn check_mode(mode: Mode, write: bool) -> Result<(), GatewayError> {
-    match (write, mode.read, mode.write) {
-        (false, false, _) => Err(GatewayError::new(
-            ErrorKind::Forbidden,
-            "this token may not read (vm_access mode is write-only)",
-        )),
-        (true, _, false) => Err(GatewayError::new(
-            ErrorKind::Forbidden,
-            "this token may not write (vm_access mode is read-only)",
-        )),
-        _ => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mode_checks() {
-        let ro = Mode {
-            read: true,
-            write: false,
-        };
-        let wo = Mode {
-            read: false,
-            write: true,
-        };
-        assert!(check_mode(ro, false).is_ok());
-        assert_eq!(check_mode(ro, true).unwrap_err().kind, ErrorKind::Forbidden);
-        assert_eq!(
-            check_mode(wo, false).unwrap_err().kind,
-            ErrorKind::Forbidden
-        );
-        assert!(check_mode(wo, true).is_ok());
     }
 }

@@ -327,11 +327,18 @@ fn connections_are_closed_after_conn_timeout_between_answers_and_keep_alive_can_
     let mut stream = connect(&gate.url);
     let started = Instant::now();
     let mut answered = 0;
-    while exchange(&mut stream, HEALTH).is_some() {
+    let mut last_head = String::new();
+    while let Some((head, _)) = exchange(&mut stream, HEALTH) {
         answered += 1;
+        last_head = head;
         assert!(started.elapsed() < Duration::from_secs(6), "never closed");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The client was told before the close, so no request of its met a closing socket.
+    assert!(
+        last_head.to_ascii_lowercase().contains("connection: close"),
+        "the last answer must say the connection ends: {last_head}"
+    );
     let lived = started.elapsed();
     assert!(
         lived >= Duration::from_millis(1700),

@@ -107,7 +107,8 @@ proptest! {
     #[test]
     fn upstream_reads_carry_exactly_the_grant(query in client_query(), access in access(), cluster in any::<bool>()) {
         let path = "/prometheus/api/v1/query";
-        let Ok(Route::Read(api)) = route::classify(&http::Method::GET, path) else { panic!("route") };
+        let Ok(Route::Api(call)) = route::classify(&http::Method::GET, path) else { panic!("route") };
+        let api = call.api;
         let grant = GrantArgs::new(&access);
         let topology = if cluster { Topology::Cluster } else { Topology::Single };
         let (target, _) = rewrite::upstream_target(topology, false, "", api, path, Some(&query), &grant);
@@ -124,7 +125,8 @@ proptest! {
     #[test]
     fn upstream_writes_carry_exactly_the_grant_labels(query in client_query(), access in access()) {
         let path = "/api/v1/write";
-        let Ok(Route::Write(api)) = route::classify(&http::Method::POST, path) else { panic!("route") };
+        let Ok(Route::Api(call)) = route::classify(&http::Method::POST, path) else { panic!("route") };
+        let api = call.api;
         let grant = GrantArgs::new(&access);
         let (target, _) = rewrite::upstream_target(Topology::Cluster, true, "", api, path, Some(&query), &grant);
         let (upstream_path, upstream_query) = target.split_once('?').unwrap_or((&target, ""));

@@ -424,6 +424,18 @@ fn vmagent_over_a_rows_limit_gets_429s_and_loses_no_sample() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // ... and nothing but 2xx and 429: no 502 (a refusal that broke nginx's connection to the
+    // gateway) and no connection error of vmagent's own (issue 18).
+    let other: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("vmagent_remotewrite_requests_total{"))
+        .filter(|l| !l.contains("status_code=\"2") && !l.contains("status_code=\"429\""))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "statuses other than 2xx and 429: {other:?}"
+    );
+    assert_eq!(agent.metric_sum("vmagent_remotewrite_errors_total"), 0.0);
     assert_eq!(
         agent.metric_sum("vmagent_remotewrite_packets_dropped_total"),
         0.0
@@ -550,6 +562,11 @@ fn prometheus_answered_503_on_writes_fails_no_sample() {
         prometheus.proc.log_text()
     );
     assert!(prom("prometheus_remote_storage_samples_retried_total") > 0.0);
+    // Every retry was for a 503 the gateway sent, none for a connection it broke (issue 18).
+    let log = prometheus.proc.log_text();
+    for broken in ["broken pipe", "connection reset", "EOF"] {
+        assert!(!log.contains(broken), "Prometheus saw '{broken}':\n{log}");
+    }
     let stored = samples(&backend, "target_metric");
     assert_eq!(stored.len(), 100);
 }

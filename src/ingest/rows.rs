@@ -74,23 +74,6 @@ impl Format {
     }
 }
 
-/// Which write format a path carries, with any `/prometheus` prefix already removed (as
-/// tenantgate's router does). Paths are matched exactly as VictoriaMetrics matches them (see
-/// `app/vminsert/main.go`), so a trailing slash is [`Format::Other`]: VictoriaMetrics answers 404.
-pub fn format_for_path(api_path: &str) -> Format {
-    match api_path {
-        "/api/v1/write" | "/api/v1/push" => Format::RemoteWrite,
-        "/api/v1/import" => Format::JsonLines,
-        "/api/v1/import/csv" => Format::Csv,
-        "/api/v1/import/native" => Format::Native,
-        "/influx/write" | "/influx/api/v2/write" | "/write" | "/api/v2/write" => Format::Influx,
-        // A prefix match, so pushgateway-style `/api/v1/import/prometheus/metrics/job/...` counts
-        // too (VictoriaMetrics >= v1.84 serves those; older ones answer 404 and nothing is counted).
-        p if p.starts_with("/api/v1/import/prometheus") => Format::PrometheusText,
-        _ => Format::Other,
-    }
-}
-
 /// How the body is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
@@ -448,28 +431,6 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths() {
-        assert_eq!(format_for_path("/api/v1/write"), Format::RemoteWrite);
-        assert_eq!(format_for_path("/api/v1/push"), Format::RemoteWrite);
-        assert_eq!(format_for_path("/api/v1/import"), Format::JsonLines);
-        assert_eq!(format_for_path("/api/v1/import/csv"), Format::Csv);
-        assert_eq!(format_for_path("/api/v1/import/native"), Format::Native);
-        assert_eq!(
-            format_for_path("/api/v1/import/prometheus"),
-            Format::PrometheusText
-        );
-        assert_eq!(
-            format_for_path("/api/v1/import/prometheus/metrics/job/x"),
-            Format::PrometheusText
-        );
-        assert_eq!(format_for_path("/influx/write"), Format::Influx);
-        assert_eq!(format_for_path("/influx/api/v2/write"), Format::Influx);
-        assert_eq!(format_for_path("/opentelemetry/v1/metrics"), Format::Other);
-        assert_eq!(format_for_path("/api/v1/write/"), Format::Other);
-        assert_eq!(format_for_path(""), Format::Other);
-    }
 
     #[test]
     fn dialects() {

@@ -8,13 +8,17 @@
 //! clocks itself. [`WatchedIo`] stamps every read and write into an [`Activity`] (a few relaxed atomics,
 //! no lock), the service marks when a request is being answered, and the connection's task checks the
 //! stamps on a coarse tick: a quarter of the shortest timeout, so a limit is enforced within 25 % of its
-//! value without a timer reset per request. Idle and lifetime verdicts are graceful closes: hyper finishes
-//! a response in progress and only then closes, so no answer is ever cut short. A slow head is cut at
+//! value without a timer reset per request. The idle verdict is a graceful close: hyper finishes a
+//! response in progress and only then closes, so no answer is ever cut short. The lifetime verdict
+//! closes nothing by itself on HTTP/1.1: the next answer says `Connection: close` (as VictoriaMetrics
+//! does for `-http.connTimeout`), because closing a keep-alive connection between requests races with
+//! the client's next request, which then meets a closed socket (Prometheus logged `EOF` for a remote
+//! write every two minutes). On HTTP/2 it is a GOAWAY, which has no such race. A slow head is cut at
 //! once: nothing is being answered then, and hyper would otherwise wait for the rest of the head.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -69,6 +73,10 @@ pub struct Activity {
     head_started: AtomicU64,
     /// Requests inside the service (between head parsed and answer head ready).
     busy: AtomicU32,
+    /// An answer went out before its request body was read: close lingering ([`super::linger`]).
+    linger: AtomicBool,
+    /// `-http.connTimeout` passed: the next answer says `Connection: close`.
+    retiring: AtomicBool,
 }
 
 impl Activity {
@@ -80,6 +88,8 @@ impl Activity {
             last_write: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             busy: AtomicU32::new(0),
+            linger: AtomicBool::new(false),
+            retiring: AtomicBool::new(false),
         })
     }
 
@@ -112,6 +122,24 @@ impl Activity {
     pub fn request_answered(&self) {
         self.busy.fetch_sub(1, Ordering::Relaxed);
         self.last_io.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The connection closes after this answer with unread request bytes in it: its socket is to be
+    /// closed lingering, so the client reads the answer rather than a reset.
+    pub fn close_lingering(&self) {
+        self.linger.store(true, Ordering::Relaxed);
+    }
+
+    /// Asks that the connection end after its next answer, which says so (`Connection: close`): the
+    /// client learns it before it could send another request, so no request meets a closing socket.
+    /// Returns `false` when that was asked already.
+    pub fn retire(&self) -> bool {
+        !self.retiring.swap(true, Ordering::Relaxed)
+    }
+
+    /// The next answer must end the connection ([`Activity::retire`]).
+    pub fn retiring(&self) -> bool {
+        self.retiring.load(Ordering::Relaxed)
     }
 
     /// Judges the connection against `limits`.
@@ -150,27 +178,64 @@ impl Activity {
     }
 }
 
-/// A client stream whose reads and writes are stamped into its [`Activity`].
-pub struct WatchedIo<T> {
-    inner: T,
+/// What a client stream must be to be watched, and handed to a lingering close when it drops.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientStream for T {}
+
+/// A client stream whose reads and writes are stamped into its [`Activity`]. Dropped after an answer
+/// that asked for it ([`Activity::close_lingering`]), the stream is not closed at once but handed to
+/// [`super::linger`].
+pub struct WatchedIo<T: ClientStream> {
+    /// Always `Some` until dropped.
+    inner: Option<T>,
     activity: Arc<Activity>,
 }
 
-impl<T> WatchedIo<T> {
+impl<T: ClientStream> WatchedIo<T> {
     /// Wraps `inner`.
     pub fn new(inner: T, activity: Arc<Activity>) -> WatchedIo<T> {
-        WatchedIo { inner, activity }
+        WatchedIo {
+            inner: Some(inner),
+            activity,
+        }
+    }
+
+    fn io(&mut self) -> io::Result<Pin<&mut T>> {
+        match self.inner.as_mut() {
+            Some(inner) => Ok(Pin::new(inner)),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
+impl<T: ClientStream> Drop for WatchedIo<T> {
+    fn drop(&mut self) {
+        if !self.activity.linger.load(Ordering::Relaxed) {
+            return;
+        }
+        if let (Some(inner), Ok(runtime)) =
+            (self.inner.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                let read = super::linger::linger(inner).await;
+                tracing::debug!(read, "lingering close done");
+            });
+        }
+    }
+}
+
+impl<T: ClientStream> AsyncRead for WatchedIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let result = match self.io() {
+            Ok(io) => io.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        };
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.read_some();
         }
@@ -178,13 +243,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+impl<T: ClientStream> AsyncWrite for WatchedIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let result = match self.io() {
+            Ok(io) => io.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        };
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.wrote_some();
         }
@@ -196,7 +264,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let result = match self.io() {
+            Ok(io) => io.poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        };
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.wrote_some();
         }
@@ -204,15 +275,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match self.io() {
+            Ok(io) => io.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match self.io() {
+            Ok(io) => io.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 

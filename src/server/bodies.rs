@@ -12,7 +12,9 @@
 use bytes::Bytes;
 use http::header;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
+
+use crate::client_body::ClientBody;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::metrics::Metrics;
@@ -25,7 +27,7 @@ pub const FORM: &str = "application/x-www-form-urlencoded";
 /// A write body: streamed behind the size limit. Multipart is refused.
 pub fn write_body(
     headers: &http::HeaderMap,
-    body: Incoming,
+    body: ClientBody,
     max: u64,
     metrics: &Metrics,
 ) -> Result<RequestBody, GatewayError> {
@@ -48,7 +50,7 @@ pub fn write_body(
 /// Multipart is refused as in [`write_body`].
 pub async fn whole_write_body(
     headers: &http::HeaderMap,
-    body: Incoming,
+    body: ClientBody,
     max: u64,
 ) -> Result<Bytes, GatewayError> {
     if media_type(headers)?.is_some_and(|m| m.eq_ignore_ascii_case("multipart/form-data")) {
@@ -77,7 +79,7 @@ pub async fn whole_write_body(
 /// A read body: empty (streamed as is) or an urlencoded form, read whole and stripped.
 pub async fn read_body(
     headers: &http::HeaderMap,
-    body: Incoming,
+    body: ClientBody,
     max_form: u64,
     metrics: &Metrics,
 ) -> Result<RequestBody, GatewayError> {
@@ -112,7 +114,7 @@ pub async fn read_body(
     Ok(RequestBody::Full(Bytes::from(stripped)))
 }
 
-fn check_declared_length(body: &Incoming, max: u64) -> Result<(), GatewayError> {
+fn check_declared_length(body: &ClientBody, max: u64) -> Result<(), GatewayError> {
     if body.size_hint().lower() > max {
         return Err(GatewayError::new(
             ErrorKind::PayloadTooLarge,

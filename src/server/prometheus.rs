@@ -22,11 +22,11 @@ use crate::auth::Grant;
 use crate::error::{ErrorKind, GatewayError};
 use crate::ingest::{decode, relabel, rows};
 use crate::metrics::write_family;
-use crate::prom_api::{self, Carrier, ReadEndpoint};
+use crate::prom_api::{self, Carrier};
 use crate::promql::{self, EnforceError};
 use crate::proxy::{BackendBody, RequestBody};
 use crate::rewrite::strip_restricted;
-use crate::route::RulesKind;
+use crate::route::{ReadEndpoint, RulesKind};
 use crate::rules_filter::{self, Kind};
 
 use super::answers::json_response;
@@ -175,13 +175,14 @@ impl PrometheusBackends {
     pub fn read(
         &self,
         grant: &Grant,
+        endpoint: ReadEndpoint,
         base_path: &str,
         api_path: &str,
         query: Option<&str>,
         body: RequestBody,
     ) -> Result<ReadPlan, GatewayError> {
         let restricted = grant.access.is_label_restricted();
-        let carrier = match prom_api::read_endpoint(api_path) {
+        let carrier = match endpoint {
             ReadEndpoint::Expression => Carrier::Expression,
             ReadEndpoint::Selectors => Carrier::Selectors,
             ReadEndpoint::Plain => Carrier::None,
@@ -468,14 +469,33 @@ mod tests {
         }
     }
 
+    /// What the router makes of a read path.
+    fn endpoint(path: &str) -> ReadEndpoint {
+        use crate::route::{classify, ApiCall, Endpoint, Route};
+        match classify(&http::Method::GET, path) {
+            Ok(Route::Api(ApiCall {
+                endpoint: Endpoint::Read(e),
+                ..
+            })) => e,
+            other => panic!("{path} is no read: {other:?}"),
+        }
+    }
+
     #[test]
     fn queries_in_url_and_body_are_enforced_and_cached() {
         let p = PrometheusBackends::default();
         let g = grant(&[("team", "dev")], &[]);
         let body = RequestBody::Full(Bytes::from_static(b"query=sum(up)&step=15"));
         let (target, body) = forward(
-            p.read(&g, "/prom", "/api/v1/query_range", Some("query=up"), body)
-                .unwrap(),
+            p.read(
+                &g,
+                endpoint("/api/v1/query_range"),
+                "/prom",
+                "/api/v1/query_range",
+                Some("query=up"),
+                body,
+            )
+            .unwrap(),
         );
         assert_eq!(
             target,
@@ -487,6 +507,7 @@ mod tests {
         );
         let _ = p.read(
             &g,
+            endpoint("/api/v1/query"),
             "",
             "/api/v1/query",
             Some("query=up"),
@@ -503,6 +524,7 @@ mod tests {
         let (target, _) = forward(
             p.read(
                 &g,
+                endpoint("/api/v1/labels"),
                 "",
                 "/api/v1/labels",
                 Some("start=1"),
@@ -516,8 +538,15 @@ mod tests {
         );
         let open = grant(&[], &[]);
         let (target, _) = forward(
-            p.read(&open, "", "/api/v1/labels", None, RequestBody::Empty)
-                .unwrap(),
+            p.read(
+                &open,
+                endpoint("/api/v1/labels"),
+                "",
+                "/api/v1/labels",
+                None,
+                RequestBody::Empty,
+            )
+            .unwrap(),
         );
         assert_eq!(target, "/api/v1/labels");
     }
@@ -531,7 +560,7 @@ mod tests {
             Ok(_) => 200,
         };
         let read = |g: &Grant, path: &str, q: &str| {
-            status(p.read(g, "", path, Some(q), RequestBody::Empty))
+            status(p.read(g, endpoint(path), "", path, Some(q), RequestBody::Empty))
         };
         assert_eq!(read(&g, "/api/v1/query", "query=up{team=\"ops\"}"), 400);
         assert_eq!(read(&g, "/api/v1/query", "query=WITH (x=1) x"), 400);
