@@ -182,14 +182,14 @@ fn forwarded(out: &mut String, config: &Config, args: &GrantArgs) {
             "/api/v1/query",
             Some("query=up"),
             false,
-            &config.backend.read_url,
+            &config.backend.read_urls.first().cloned(),
         ),
         (
             "POST",
             "/api/v1/write",
             None,
             true,
-            &config.backend.write_url,
+            &config.backend.write_urls.first().cloned(),
         ),
     ] {
         let Ok(Route::Api(call)) =

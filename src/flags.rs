@@ -27,7 +27,9 @@ use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
 pub use auth::AuthConfig;
-pub use backend::{BackendConfig, BackendType, TenantFormat, TenantHeader, UpstreamTls};
+pub use backend::{
+    BackendConfig, BackendType, Balance, Policy, TenantFormat, TenantHeader, UpstreamTls,
+};
 pub use compat::CompatConfig;
 pub use datasource::{DatasourceAuth, DatasourceConfig};
 pub use limits::{LimitsConfig, LimitsSource, RateLimitConfig, WriteLimitStatus};
@@ -276,7 +278,7 @@ fn check_across_areas(config: &Config) -> Result<(), FlagError> {
     if config.auth.check.is_some() {
         return Ok(()); // check mode serves nothing: no backend is needed
     }
-    if config.backend.read_url.is_none() && config.backend.write_url.is_none() {
+    if config.backend.read_urls.is_empty() && config.backend.write_urls.is_empty() {
         return Err(FlagError(
             "tenantgate needs -read.url and/or -write.url".to_string(),
         ));

@@ -115,6 +115,8 @@ pub struct Metrics {
     body_bytes_discarded: AtomicU64,
     /// HTTP/1.1 connections closed lingering because a rest was too large, too slow or not asked for.
     closed_lingering: AtomicU64,
+    /// Writes that could have been held for a retry but found `-maxRetryBufferSize` used up.
+    retry_buffer_full: AtomicU64,
 }
 
 /// Gauges owned elsewhere, read when `/metrics` is rendered.
@@ -249,6 +251,11 @@ impl Metrics {
             .fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Records a write streamed without a retry because `-maxRetryBufferSize` was used up.
+    pub fn retry_buffer_full(&self) {
+        self.retry_buffer_full.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a request in flight until the guard drops.
     pub fn inflight(&self) -> InflightGuard<'_> {
         self.inflight.fetch_add(1, Ordering::Relaxed);
@@ -347,7 +354,13 @@ impl Metrics {
                 self.bodies_discarded[i].load(Ordering::Relaxed)
             );
         }
-        let counters: [(&str, &str, &str, u64); 11] = [
+        let counters: [(&str, &str, &str, u64); 12] = [
+            (
+                "tenantgate_retry_buffer_full_total",
+                "counter",
+                "Writes that streamed without the chance of a retry on another backend because -maxRetryBufferSize was used up.",
+                self.retry_buffer_full.load(Ordering::Relaxed),
+            ),
             (
                 "tenantgate_request_body_bytes_discarded_total",
                 "counter",

@@ -12,6 +12,7 @@
 //! hop-by-hop headers (RFC 9110 §7.6.1). What the backend must not learn from a client (its token,
 //! identity headers, headers that carry a tenant to some backends) is removed here, in one place.
 
+mod balance;
 mod conn;
 pub mod wire;
 
@@ -35,6 +36,7 @@ use crate::client_body::ClientBody;
 use crate::error::{ErrorKind, GatewayError};
 use crate::flags::UpstreamTls;
 use crate::metrics::UpstreamError;
+pub use balance::{Backends, Forwarded, MAX_BACKENDS};
 pub use conn::BackendBody;
 use conn::{Conn, Io, Pool};
 use wire::{is_hop_by_hop, BodyLength, Head, WireError};
@@ -109,6 +111,113 @@ struct Failed {
     repeatable: bool,
 }
 
+/// A request ready for the backends of its direction: the client's headers cleaned, ours added, the
+/// head encoded once. For a direction with one backend the head is complete (`Host` and a small body
+/// in it), as it always was; with several, each backend puts its own `Host` in at `line_end`.
+pub(crate) struct Prepared {
+    method: Method,
+    /// Request line, headers and framing; `Host` only when `complete`.
+    head: Vec<u8>,
+    /// Where the request line ends in `head`.
+    line_end: usize,
+    length: BodyLength,
+    /// `head` is the whole head for the one backend, to be sent as is.
+    complete: bool,
+    /// A small body held whole is already at the end of a complete `head`.
+    coalesced: bool,
+}
+
+impl Prepared {
+    /// Cleans `parts` for a backend (see [`clean_request_headers`]), adds `X-Forwarded-For` and the
+    /// tenant header, and encodes the head for `target` (origin form) and `body`; with `host` (a
+    /// direction with one backend), the head is complete.
+    pub(crate) fn new(
+        mut parts: http::request::Parts,
+        target: &str,
+        body: &RequestBody,
+        client: &ClientIp,
+        own: OwnHeaders<'_>,
+        host: Option<&HeaderValue>,
+    ) -> Result<Prepared, GatewayError> {
+        if !wire::valid_target(target) {
+            return Err(GatewayError::new(
+                ErrorKind::BadRequest,
+                "request target cannot be forwarded",
+            ));
+        }
+        clean_request_headers(&mut parts.headers, own.auth);
+        if let Some((name, value)) = own.tenant {
+            // `insert` replaces every client copy.
+            parts.headers.insert(name, value);
+        }
+        append_forwarded_for(&mut parts.headers, client);
+        let length = body_length(&parts.method, body);
+        let mut head = Vec::with_capacity(512);
+        wire::encode_head(&mut head, &parts.method, target, &parts.headers, length);
+        let line_end = head
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(head.len(), |i| i + 2);
+        let mut coalesced = false;
+        if let Some(host) = host {
+            let rest = head.split_off(line_end);
+            push_host(&mut head, host);
+            head.extend_from_slice(&rest);
+            if let RequestBody::Full(bytes) = body {
+                if bytes.len() <= COALESCE {
+                    head.extend_from_slice(bytes);
+                    coalesced = true;
+                }
+            }
+        }
+        Ok(Prepared {
+            method: parts.method,
+            head,
+            line_end,
+            length,
+            complete: host.is_some(),
+            coalesced,
+        })
+    }
+
+    /// A bare `GET path` for health probes, for any backend.
+    pub(crate) fn probe(path: &str) -> Prepared {
+        let mut head = Vec::with_capacity(64);
+        wire::encode_head(
+            &mut head,
+            &Method::GET,
+            path,
+            &HeaderMap::new(),
+            BodyLength::None,
+        );
+        Prepared {
+            method: Method::GET,
+            line_end: head.len() - 2,
+            head,
+            length: BodyLength::None,
+            complete: false,
+            coalesced: false,
+        }
+    }
+}
+
+fn push_host(head: &mut Vec<u8>, host: &HeaderValue) {
+    head.extend_from_slice(b"host: ");
+    head.extend_from_slice(host.as_bytes());
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Why one backend did not answer a request.
+pub(crate) struct Failure {
+    /// What went wrong with the backend; `None` when the client's body failed (over the limit, or the
+    /// client went away), which is no fault of the backend.
+    pub kind: Option<UpstreamError>,
+    /// What the client is told if no other backend answers.
+    pub error: GatewayError,
+    /// The body can be sent again (held whole, or a stream nothing was read from).
+    pub body_intact: bool,
+}
+
 impl Upstream {
     /// A backend at `url` (validated by flags: http or https with a host).
     pub fn new(
@@ -150,60 +259,70 @@ impl Upstream {
         })
     }
 
-    /// Sends a request for `target` (origin form) with the client's method and (cleaned) headers and
-    /// `body`, and returns the backend's answer as soon as its head arrives.
-    pub async fn forward(
-        &self,
-        mut parts: http::request::Parts,
-        target: String,
-        mut body: RequestBody,
-        tap: &mut Tap,
-        client: &ClientIp,
-        own: OwnHeaders<'_>,
-    ) -> Result<(Response<BackendBody>, Duration), (Option<UpstreamError>, GatewayError)> {
-        if !wire::valid_target(&target) {
-            return Err((
-                None,
-                GatewayError::new(ErrorKind::BadRequest, "request target cannot be forwarded"),
-            ));
-        }
-        clean_request_headers(&mut parts.headers, own.auth);
-        if let Some((name, value)) = own.tenant {
-            // `insert` replaces every client copy.
-            parts.headers.insert(name, value);
-        }
-        parts.headers.insert(header::HOST, self.host.clone());
-        append_forwarded_for(&mut parts.headers, client);
-        let length = body_length(&parts.method, &body);
-        let mut head = Vec::with_capacity(512);
-        wire::encode_head(&mut head, &parts.method, &target, &parts.headers, length);
-        // A small body held whole leaves in the same write as the head (and goes again with it).
-        if let RequestBody::Full(bytes) = &body {
-            tap.observe(bytes);
-            if bytes.len() <= COALESCE {
-                head.extend_from_slice(bytes);
-                body = RequestBody::Empty;
-            }
-        }
+    /// The `Host` this backend is asked with (the URL's authority).
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
+    }
 
+    /// Sends a prepared request with `body` (used up only when it streams) and returns the backend's
+    /// answer as soon as its head arrives, within `timeout`.
+    pub(crate) async fn send(
+        &self,
+        request: &Prepared,
+        body: &mut RequestBody,
+        tap: &mut Tap,
+        timeout: Duration,
+    ) -> Result<(Response<BackendBody>, Duration), Failure> {
+        let mut coalesced = RequestBody::Empty;
+        let mut built = Vec::new();
+        let (head, body) = if request.complete {
+            let body = if request.coalesced {
+                &mut coalesced
+            } else {
+                body
+            };
+            (&request.head[..], body)
+        } else {
+            built.reserve(request.head.len() + self.host.len() + COALESCE.min(1024));
+            built.extend_from_slice(&request.head[..request.line_end]);
+            push_host(&mut built, &self.host);
+            built.extend_from_slice(&request.head[request.line_end..]);
+            // A small body held whole leaves in the same write as the head (and goes again with it).
+            let body = match body {
+                RequestBody::Full(bytes) if bytes.len() <= COALESCE => {
+                    built.extend_from_slice(bytes);
+                    &mut coalesced
+                }
+                other => other,
+            };
+            (&built[..], body)
+        };
+        let streams = matches!(body, RequestBody::Stream(_));
         let started = Instant::now();
         match tokio::time::timeout(
-            self.timeout,
-            self.exchange(&parts.method, head, body, length, tap),
+            timeout,
+            self.exchange(&request.method, head, body, request.length, tap),
         )
         .await
         {
-            Err(_) => Err((
-                Some(UpstreamError::Timeout),
-                GatewayError::new(
+            Err(_) => Err(Failure {
+                kind: Some(UpstreamError::Timeout),
+                error: GatewayError::new(
                     ErrorKind::GatewayTimeout,
-                    format!(
-                        "backend did not answer within {:?} (-upstream.timeout)",
-                        self.timeout
-                    ),
+                    format!("backend did not answer within {timeout:?} (-upstream.timeout)"),
                 ),
-            )),
-            Ok(Err(e)) => Err(classify_send_error(e)),
+                body_intact: !streams,
+            }),
+            Ok(Err(e)) => {
+                // A streamed body is untouched only when no connection could be made.
+                let body_intact = !streams || matches!(e, SendError::Connect);
+                let (kind, error) = classify_send_error(e);
+                Err(Failure {
+                    kind,
+                    error,
+                    body_intact,
+                })
+            }
             Ok(Ok(response)) => Ok((response, started.elapsed())),
         }
     }
@@ -214,8 +333,8 @@ impl Upstream {
     async fn exchange(
         &self,
         method: &Method,
-        head: Vec<u8>,
-        mut body: RequestBody,
+        head: &[u8],
+        body: &mut RequestBody,
         length: BodyLength,
         tap: &mut Tap,
     ) -> Result<Response<BackendBody>, SendError> {
@@ -226,7 +345,7 @@ impl Upstream {
                 // connection keeps its request future's space, though few requests ever connect.
                 None => Box::pin(self.connect()).await?,
             };
-            match attempt(&mut conn, method, &head, &mut body, length, tap).await {
+            match attempt(&mut conn, method, head, body, length, tap).await {
                 Ok((answer, reusable)) => {
                     let headers = answer.headers;
                     let keep_alive = answer.keep_alive && reusable;
@@ -641,7 +760,7 @@ mod tests {
         (url, connections)
     }
 
-    async fn get(upstream: &Upstream) -> Bytes {
+    async fn get(upstream: &Backends) -> Bytes {
         let (parts, ()) = Request::get("/").body(()).unwrap().into_parts();
         let body = RequestBody::Empty;
         let client = ClientIp::new("127.0.0.1:1".parse().unwrap());
@@ -664,15 +783,23 @@ mod tests {
         response.into_body().collect().await.unwrap().to_bytes()
     }
 
-    fn upstream(url: &str) -> Upstream {
+    fn upstream(url: &str) -> Backends {
         let timeout = Duration::from_secs(10);
-        Upstream::new(
+        let one = Upstream::new(
             url,
             &UpstreamTls::default(),
             timeout,
             Duration::from_secs(60),
         )
-        .unwrap()
+        .unwrap();
+        let balance = crate::flags::Balance {
+            policy: crate::flags::Policy::LeastLoaded,
+            fail_timeout: Duration::from_secs(3),
+            retry_statuses: Vec::new(),
+            max_body_to_retry: 0,
+            retry_buffer: 0,
+        };
+        Backends::new("read", vec![one], balance, "/health", timeout)
     }
 
     #[tokio::test]

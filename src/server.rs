@@ -32,7 +32,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::flags::{BackendType, Config, TenantFormat};
 use crate::limit::Limits;
 use crate::metrics::{Gauges, Metrics};
-use crate::proxy::{BackendBody, ClientIp, Upstream};
+use crate::proxy::{BackendBody, Backends, ClientIp, Upstream};
 use crate::push::PushStatus;
 use crate::ratelimit::RateLimiter;
 use crate::reload::Reload;
@@ -60,8 +60,13 @@ pub struct Gateway {
     pub auth: Option<Arc<Authenticator>>,
     /// Used for every request when `-enable.auth` is off: tenant 0:0, no restrictions.
     open_grant: Arc<Grant>,
-    read: Option<Upstream>,
-    write: Option<Upstream>,
+    /// The `-read.url` backends.
+    read: Option<Backends>,
+    /// The `-write.url` backends.
+    write: Option<Backends>,
+    /// Memory left for write bodies held whole so they can go to another backend, in KiB
+    /// (`-maxRetryBufferSize`).
+    retry_buffer: tokio::sync::Semaphore,
     /// `-read.backendType`, `-write.backendType`.
     read_type: BackendType,
     write_type: BackendType,
@@ -115,15 +120,49 @@ impl Gateway {
         reload: &Reload,
     ) -> Result<Gateway, String> {
         let backend = &config.backend;
-        let upstream = |url: &Option<String>, tls| {
-            url.as_deref()
+        let pool = |direction: &'static str, urls: &[String], tls, kind| {
+            if urls.is_empty() {
+                return Ok(None);
+            }
+            let upstreams = urls
+                .iter()
                 .map(|u| Upstream::new(u, tls, backend.timeout, backend.idle_conn_timeout))
-                .transpose()
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(|e| format!("-{direction}.url: {e}"))?;
+            // Prometheus, Thanos and Mimir answer /-/ready; VictoriaMetrics components /health.
+            let probe = match kind {
+                BackendType::VictoriaMetrics => "/health",
+                BackendType::Prometheus => "/-/ready",
+            };
+            let pool = Backends::new(
+                direction,
+                upstreams,
+                backend.balance.clone(),
+                probe,
+                backend.timeout,
+            );
+            if urls.len() > 1 {
+                tracing::info!(
+                    "{direction} backends ({:?}, -failTimeout={:?}, probed at {probe}): {}",
+                    backend.balance.policy,
+                    backend.balance.fail_timeout,
+                    pool.names().collect::<Vec<_>>().join(", ")
+                );
+            }
+            Ok::<_, String>(Some(pool))
         };
-        let read = upstream(&backend.read_url, &backend.read_tls)
-            .map_err(|e| format!("-read.url: {e}"))?;
-        let write = upstream(&backend.write_url, &backend.write_tls)
-            .map_err(|e| format!("-write.url: {e}"))?;
+        let read = pool(
+            "read",
+            &backend.read_urls,
+            &backend.read_tls,
+            backend.read_type,
+        )?;
+        let write = pool(
+            "write",
+            &backend.write_urls,
+            &backend.write_tls,
+            backend.write_type,
+        )?;
         let auth_header = http::HeaderName::from_bytes(config.auth.header.as_bytes())
             .map_err(|e| format!("-auth.httpHeader: {e}"))?;
         let tenant_header = match &backend.tenant_header {
@@ -186,6 +225,10 @@ impl Gateway {
             })),
             read,
             write,
+            retry_buffer: tokio::sync::Semaphore::new(
+                (backend.balance.retry_buffer / 1024)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS as u64) as usize,
+            ),
             read_type: backend.read_type,
             write_type: backend.write_type,
             prometheus: PrometheusBackends::default(),
@@ -412,6 +455,16 @@ impl Gateway {
             ),
             _ => (StatusCode::OK, "OK".to_string()),
         };
+        for (direction, pool) in [("read", &self.read), ("write", &self.write)] {
+            let Some(pool) = pool else { continue };
+            let (up, all) = pool.up();
+            if all > 1 {
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push_str(&format!("{direction} backends: {up} of {all} up\n"));
+            }
+        }
         if let Some(limiter) = &self.ratelimit {
             if !text.ends_with('\n') {
                 text.push('\n');
@@ -443,6 +496,9 @@ impl Gateway {
         );
         if let Some(limiter) = &self.ratelimit {
             limiter.render(&mut extra);
+        }
+        for pool in [&self.read, &self.write].into_iter().flatten() {
+            pool.render(&mut extra);
         }
         self.metrics.render(
             &Gauges {

@@ -237,17 +237,26 @@ fn compose_runs_vmgateways_command_lines_with_tenantgate_and_they_parse() {
             config.server.listeners[0].addr.ip().is_unspecified(),
             "{service} must listen beyond the container"
         );
-        let (read, write) = (
-            config.backend.read_url.unwrap(),
-            config.backend.write_url.unwrap(),
-        );
-        listens(&read);
-        listens(&write);
+        let (read, write) = (config.backend.read_urls, config.backend.write_urls);
+        for url in read.iter().chain(&write) {
+            listens(url);
+        }
         if cluster {
+            // Two replicas of each, balanced by tenantgate.
             assert_eq!(
-                (read.as_str(), write.as_str()),
-                ("http://vmselect:8481", "http://vminsert:8480")
+                (read, write),
+                (
+                    vec![
+                        "http://vmselect-1:8481".to_string(),
+                        "http://vmselect-2:8481".into()
+                    ],
+                    vec![
+                        "http://vminsert-1:8480".to_string(),
+                        "http://vminsert-2:8480".into()
+                    ]
+                )
             );
+            assert_eq!(config.backend.balance.retry_statuses, [502, 503]);
         } else {
             assert_eq!(read, write);
         }

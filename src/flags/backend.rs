@@ -6,14 +6,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::values::{
-    parse_backend_url, parse_bool, parse_duration, parse_existing_file, parse_string,
+    parse_backend_url, parse_bool, parse_duration, parse_existing_file, parse_size, parse_string,
 };
 use super::{flag, FlagError, FlagSpec, Given, Kind};
 
 pub(super) const FLAGS: &[FlagSpec] = &[
     flag("clusterMode", Kind::Bool, "false", "Whether the backends are VictoriaMetrics cluster components (vminsert for -write.url, vmselect for -read.url); the tenant from the token then goes into the request path"),
-    flag("read.url", Kind::String, "", "URL of the backend for queries: VictoriaMetrics single-node (e.g. http://victoria-metrics:8428) or vmselect with -clusterMode (e.g. http://vmselect:8481)"),
-    flag("write.url", Kind::String, "", "URL of the backend for ingestion: VictoriaMetrics single-node (e.g. http://victoria-metrics:8428) or vminsert with -clusterMode (e.g. http://vminsert:8480)"),
+    flag("read.url", Kind::Array, "", "URL of the backend for queries: VictoriaMetrics single-node (e.g. http://victoria-metrics:8428) or vmselect with -clusterMode (e.g. http://vmselect:8481). Several URLs (comma-separated or the flag repeated, e.g. vmselect replicas) are balanced with -loadBalancingPolicy, and a failed one is skipped until its health probe succeeds; they must share one path"),
+    flag("write.url", Kind::Array, "", "URL of the backend for ingestion: VictoriaMetrics single-node (e.g. http://victoria-metrics:8428) or vminsert with -clusterMode (e.g. http://vminsert:8480). Several URLs (comma-separated or the flag repeated, e.g. vminsert replicas) are balanced with -loadBalancingPolicy; a write that fails before any answer goes to another one when its body is buffered (-maxRequestBodySizeToRetry)"),
+    flag("loadBalancingPolicy", Kind::String, "least_loaded", "How requests are spread over several -read.url or -write.url backends: least_loaded (the one with the fewest requests waiting for an answer; ties go round-robin) or first_available (the first healthy one in the order given; the others are spares). As vmauth's flag"),
+    flag("failTimeout", Kind::Duration, "3s", "How long a failed backend is skipped before its health probe (/health, or /-/ready for -*.backendType=prometheus) is tried; it takes requests again only once a probe succeeds, and is probed again every -failTimeout until then"),
+    flag("retryStatusCodes", Kind::Array, "", "Backend answer statuses that count as a failure of that backend: the request goes to another backend (when it can be sent again) and the backend is skipped for -failTimeout. E.g. 502,503 for vmselect, which answers 503 while its vmstorage is down. 429 is not allowed: it is a tenant's limit, not a failure"),
+    flag("maxRequestBodySizeToRetry", Kind::Size, "1MiB", "Writes with a declared body size up to this are read whole before they are forwarded, so one that fails before any answer can go to another -write.url backend. Larger or chunked bodies stream, and a failure is answered with 502/503, which senders retry. Reads are always retried (their bodies are held whole anyway)"),
+    flag("maxRetryBufferSize", Kind::Size, "256MiB", "The most memory all write bodies held for retries (-maxRequestBodySizeToRetry) take together; a write arriving when it is used up streams and cannot be retried on another backend"),
     flag("read.backendType", Kind::String, "victoriametrics", "What -read.url speaks: victoriametrics (it applies extra_label and extra_filters itself) or prometheus (Prometheus, Thanos Query, Mimir, Cortex: tenantgate rewrites every PromQL query, match[] selector and rules answer to the token's labels)"),
     flag("write.backendType", Kind::String, "victoriametrics", "What -write.url speaks: victoriametrics (every ingestion format; it applies extra_label itself) or prometheus (a remote-write receiver such as Prometheus, Thanos Receive, Mimir or Cortex; -write.url is then the receiver's full remote-write URL, and tenantgate sets the token's labels on every series)"),
     flag("backend.tenantHeader", Kind::String, "", "Header that carries the token's tenant to the backends, for backends that take the tenant from a header (X-Scope-OrgID for Mimir, Cortex and Loki; THANOS-TENANT for Thanos Receive). Copies sent by clients are always removed"),
@@ -116,15 +121,41 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-forwarded-for",
 ];
 
+/// `-loadBalancingPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// The backend with the fewest requests waiting for their answer head; ties round-robin.
+    LeastLoaded,
+    /// The first healthy backend in the order given.
+    FirstAvailable,
+}
+
+/// Balancing and failover over several backends of one direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    /// `-loadBalancingPolicy`.
+    pub policy: Policy,
+    /// `-failTimeout`: how long a failed backend is skipped before it is probed.
+    pub fail_timeout: Duration,
+    /// `-retryStatusCodes`: answers that count as a failure of the backend (never 429).
+    pub retry_statuses: Vec<u16>,
+    /// `-maxRequestBodySizeToRetry`: writes declaring at most this are held whole, so they can go again.
+    pub max_body_to_retry: u64,
+    /// `-maxRetryBufferSize`: the most all bodies held for retries take together.
+    pub retry_buffer: u64,
+}
+
 /// Where requests go.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
     /// `-clusterMode`: the tenant goes into the path (`/select/<t>/...`, `/insert/<t>/...`).
     pub cluster_mode: bool,
-    /// `-read.url`, without a trailing slash.
-    pub read_url: Option<String>,
-    /// `-write.url`, without a trailing slash.
-    pub write_url: Option<String>,
+    /// `-read.url`: the read backends, without a trailing slash; empty when reads are off.
+    pub read_urls: Vec<String>,
+    /// `-write.url`: the write backends, without a trailing slash; empty when writes are off.
+    pub write_urls: Vec<String>,
+    /// How several backends of a direction share its requests and replace each other.
+    pub balance: Balance,
     /// `-read.backendType`.
     pub read_type: BackendType,
     /// `-write.backendType`.
@@ -144,8 +175,9 @@ pub struct BackendConfig {
 pub(super) fn build(given: &Given) -> Result<BackendConfig, FlagError> {
     let config = BackendConfig {
         cluster_mode: given.get("clusterMode", parse_bool)?,
-        read_url: given.get_opt("read.url", parse_backend_url)?,
-        write_url: given.get_opt("write.url", parse_backend_url)?,
+        read_urls: backend_urls(given, "read.url")?,
+        write_urls: backend_urls(given, "write.url")?,
+        balance: balance(given)?,
         read_type: given.get("read.backendType", BackendType::parse)?,
         write_type: given.get("write.backendType", BackendType::parse)?,
         tenant_header: tenant_header(given)?,
@@ -171,6 +203,82 @@ pub(super) fn build(given: &Given) -> Result<BackendConfig, FlagError> {
         }
     }
     Ok(config)
+}
+
+/// A list of backend URLs: comma-separated or repeated; an empty element, a URL without scheme or host,
+/// or URLs with different paths (the path is the API prefix every request is built on) are refused.
+fn backend_urls(given: &Given, name: &str) -> Result<Vec<String>, FlagError> {
+    let items: Vec<Option<String>> = given.get_positional(name, |item| match item {
+        "" => Ok(None),
+        url => parse_backend_url(url).map(Some),
+    })?;
+    if items.len() <= 1 && items.iter().all(Option::is_none) {
+        return Ok(Vec::new()); // not set, or set to "" (Go's zero value)
+    }
+    let mut urls: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(url) = item else {
+            return Err(FlagError(format!(
+                "-{name} has an empty element; give each backend URL once, separated by commas"
+            )));
+        };
+        if urls.contains(&url) {
+            return Err(FlagError(format!("-{name} lists {url:?} twice")));
+        }
+        urls.push(url);
+    }
+    // A request's tried backends are one 64-bit word (`proxy::MAX_BACKENDS`).
+    if urls.len() > 64 {
+        return Err(FlagError(format!(
+            "-{name} lists {} URLs; at most 64 backends per direction are supported",
+            urls.len()
+        )));
+    }
+    let path = |url: &str| {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        rest.find('/').map_or("", |i| &rest[i..]).to_string()
+    };
+    if let Some(other) = urls.iter().find(|u| path(u) != path(&urls[0])) {
+        return Err(FlagError(format!(
+            "-{name}: {other:?} and {:?} have different paths; the backends of one direction must serve the same API path",
+            urls[0]
+        )));
+    }
+    Ok(urls)
+}
+
+fn balance(given: &Given) -> Result<Balance, FlagError> {
+    let policy = given.get("loadBalancingPolicy", |text| match text {
+        "least_loaded" | "" => Ok(Policy::LeastLoaded),
+        "first_available" => Ok(Policy::FirstAvailable),
+        _ => Err(format!(
+            "{text:?} is not a policy; use least_loaded or first_available"
+        )),
+    })?;
+    let fail_timeout = given.get("failTimeout", parse_duration)?;
+    if fail_timeout.is_zero() {
+        return Err(FlagError(
+            "-failTimeout must be positive: it is how long a failed backend is skipped".to_string(),
+        ));
+    }
+    let retry_statuses = given.get_list("retryStatusCodes", |item| {
+        let code: u16 = item
+            .trim()
+            .parse()
+            .map_err(|_| format!("{item:?} is not an HTTP status code"))?;
+        match code {
+            429 => Err("429 is a tenant's limit, not a backend failure: retrying it on another backend would only multiply the load it limits".to_string()),
+            100..=599 => Ok(code),
+            _ => Err(format!("{code} is not an HTTP status code")),
+        }
+    })?;
+    Ok(Balance {
+        policy,
+        fail_timeout,
+        retry_statuses,
+        max_body_to_retry: given.get("maxRequestBodySizeToRetry", parse_size)?,
+        retry_buffer: given.get("maxRetryBufferSize", parse_size)?,
+    })
 }
 
 fn tenant_header(given: &Given) -> Result<Option<TenantHeader>, FlagError> {

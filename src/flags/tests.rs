@@ -68,8 +68,14 @@ fn documented_cluster_command_line() {
     let c = run(CLUSTER_LINE);
     assert!(c.auth.enabled);
     assert!(c.backend.cluster_mode);
-    assert_eq!(c.backend.write_url.as_deref(), Some("http://vminsert:8480"));
-    assert_eq!(c.backend.read_url.as_deref(), Some("http://vmselect:8481"));
+    assert_eq!(
+        c.backend.write_urls.first().map(String::as_str),
+        Some("http://vminsert:8480")
+    );
+    assert_eq!(
+        c.backend.read_urls.first().map(String::as_str),
+        Some("http://vmselect:8481")
+    );
     assert_eq!(c.server.listeners[0].addr, "0.0.0.0:8431".parse().unwrap());
     assert_eq!(c.auth.oidc_discovery_endpoints, vec![OIDC.to_string()]);
     assert_eq!(
@@ -84,8 +90,14 @@ fn documented_single_node_command_line() {
     let c = run(SINGLE_LINE);
     assert!(c.auth.enabled);
     assert!(!c.backend.cluster_mode);
-    assert_eq!(c.backend.write_url.as_deref(), Some("http://vmsingle:8429"));
-    assert_eq!(c.backend.read_url.as_deref(), Some("http://vmsingle:8429"));
+    assert_eq!(
+        c.backend.write_urls.first().map(String::as_str),
+        Some("http://vmsingle:8429")
+    );
+    assert_eq!(
+        c.backend.read_urls.first().map(String::as_str),
+        Some("http://vmsingle:8429")
+    );
     assert_eq!(c.server.listeners[0].addr, "0.0.0.0:8431".parse().unwrap());
     assert_eq!(c.auth.oidc_discovery_endpoints, vec![OIDC.to_string()]);
     assert_eq!(c.compat.licence_flags_seen, vec!["licenseFile"]);
@@ -101,7 +113,7 @@ fn defaults() {
             && c.server.listeners[0].tls.is_none()
             && !c.limits.rate.enabled
     );
-    assert_eq!(c.backend.write_url, None);
+    assert!(c.backend.write_urls.is_empty());
     assert_eq!(c.auth.header, "authorization");
     assert!(!c.auth.allow_without_prefix);
     assert_eq!(c.auth.keys_refresh_interval, Duration::from_secs(300));
@@ -155,11 +167,18 @@ fn flag_names_are_unique_and_cover_licence_and_command_line_only_lists() {
 #[test]
 fn value_forms_separate_double_dash_and_last_wins() {
     let c = run("-read.url http://a:1 --write.url=http://b:2 --loggerLevel warn");
-    assert_eq!(c.backend.read_url.as_deref(), Some("http://a:1"));
-    assert_eq!(c.backend.write_url.as_deref(), Some("http://b:2"));
+    assert_eq!(
+        c.backend.read_urls.first().map(String::as_str),
+        Some("http://a:1")
+    );
+    assert_eq!(
+        c.backend.write_urls.first().map(String::as_str),
+        Some("http://b:2")
+    );
     assert_eq!(c.log.level, LogLevel::Warn);
+    // -read.url is a list (several backends): repeats add, as for every array flag.
     let c = run("-read.url=http://a:1 -read.url=http://c:3");
-    assert_eq!(c.backend.read_url.as_deref(), Some("http://c:3"));
+    assert_eq!(c.backend.read_urls, ["http://a:1", "http://c:3"]);
 }
 
 #[test]
@@ -283,8 +302,14 @@ fn env_flags_with_prefix_and_command_line_priority() {
     let Ok(Parsed::Run(c)) = parse(args, &env) else {
         panic!("parse failed");
     };
-    assert_eq!(c.backend.read_url.as_deref(), Some("http://from-env:8481"));
-    assert_eq!(c.backend.write_url.as_deref(), Some("http://cli:8480"));
+    assert_eq!(
+        c.backend.read_urls.first().map(String::as_str),
+        Some("http://from-env:8481")
+    );
+    assert_eq!(
+        c.backend.write_urls.first().map(String::as_str),
+        Some("http://cli:8480")
+    );
     assert!(c.backend.cluster_mode);
     assert_eq!(c.auth.issuers, vec!["a", "b"]);
     assert_eq!(c.auth.clock_skew, Duration::from_secs(30));
@@ -299,12 +324,15 @@ fn env_is_ignored_without_envflag_enable() {
     let Ok(Parsed::Run(c)) = parse(words("-write.url=http://w"), &env) else {
         panic!("parse failed");
     };
-    assert_eq!(c.backend.read_url, None);
+    assert!(c.backend.read_urls.is_empty());
     assert!(!c.backend.cluster_mode);
     let Ok(Parsed::Run(c)) = parse(words("-write.url=http://w -envflag.enable"), &env) else {
         panic!("parse failed");
     };
-    assert_eq!(c.backend.read_url.as_deref(), Some("http://from-env:8481"));
+    assert_eq!(
+        c.backend.read_urls.first().map(String::as_str),
+        Some("http://from-env:8481")
+    );
     assert!(c.backend.cluster_mode);
 }
 
@@ -365,13 +393,16 @@ fn bad_urls() {
 fn good_urls_are_normalised() {
     let c = run("-read.url=HTTPS://vm.example:443/base// -write.url=http://[::1]:8480/");
     assert_eq!(
-        c.backend.read_url.as_deref(),
+        c.backend.read_urls.first().map(String::as_str),
         Some("https://vm.example:443/base")
     );
-    assert_eq!(c.backend.write_url.as_deref(), Some("http://[::1]:8480"));
+    assert_eq!(
+        c.backend.write_urls.first().map(String::as_str),
+        Some("http://[::1]:8480")
+    );
     let c = run("-read.url=http://user:pass@vm:8428");
     assert_eq!(
-        c.backend.read_url.as_deref(),
+        c.backend.read_urls.first().map(String::as_str),
         Some("http://user:pass@vm:8428")
     );
 }
@@ -533,7 +564,7 @@ fn positional_arguments_are_refused() {
     assert!(err("-read.url=http://a -- -tls").starts_with("unexpected argument \"-tls\""));
     assert!(err("-").starts_with("unexpected argument \"-\""));
     // `--` alone just ends the flags.
-    assert!(run("-read.url=http://a --").backend.read_url.is_some());
+    assert!(!run("-read.url=http://a --").backend.read_urls.is_empty());
 }
 
 #[test]
@@ -865,4 +896,64 @@ fn backend_types_and_tenant_headers() {
     assert!(err("-clusterMode -read.backendType=prometheus").contains("-backend.tenantHeader"));
     assert!(err("-backend.tenantHeader=Authorization").contains("identities"));
     assert!(err("-backend.tenantHeader=bad\u{1}name").contains("not a valid HTTP header name"));
+}
+
+#[test]
+fn backend_lists() {
+    let c = run("-read.url=http://a:1,https://b:2 -read.url=http://c:3 -write.url=http://w:1");
+    assert_eq!(
+        c.backend.read_urls,
+        ["http://a:1", "https://b:2", "http://c:3"]
+    );
+    assert_eq!(c.backend.write_urls, ["http://w:1"]);
+    assert_eq!(c.backend.balance.policy, Policy::LeastLoaded);
+    assert_eq!(c.backend.balance.fail_timeout, Duration::from_secs(3));
+    assert!(c.backend.balance.retry_statuses.is_empty());
+    assert_eq!(c.backend.balance.max_body_to_retry, 1 << 20);
+    let c = run("-read.url=http://a -loadBalancingPolicy=first_available -retryStatusCodes=502,503 -failTimeout=500ms");
+    assert_eq!(c.backend.balance.policy, Policy::FirstAvailable);
+    assert_eq!(c.backend.balance.retry_statuses, [502, 503]);
+    assert_eq!(c.backend.balance.fail_timeout, Duration::from_millis(500));
+    for (args, named) in [
+        ("-read.url=http://a:1,", "-read.url has an empty element"),
+        (
+            "-read.url=http://a:1,,http://b:2",
+            "-read.url has an empty element",
+        ),
+        (
+            "-write.url=http://a:1,b:2",
+            "for flag -write.url: missing scheme",
+        ),
+        ("-write.url=http://a:1,http://", "missing host"),
+        (
+            "-read.url=http://a:1,http://a:1",
+            "-read.url lists \"http://a:1\" twice",
+        ),
+        ("-read.url=http://a/x,http://b/y", "different paths"),
+        (
+            "-read.url=http://a -loadBalancingPolicy=random",
+            "-loadBalancingPolicy",
+        ),
+        (
+            "-read.url=http://a -failTimeout=0s",
+            "-failTimeout must be positive",
+        ),
+        (
+            "-read.url=http://a -retryStatusCodes=429",
+            "429 is a tenant's limit",
+        ),
+        (
+            "-read.url=http://a -retryStatusCodes=5xx",
+            "-retryStatusCodes",
+        ),
+        (
+            "-read.url=http://a -retryStatusCodes=700",
+            "-retryStatusCodes",
+        ),
+    ] {
+        let message = err(args);
+        assert!(message.contains(named), "{args}: {message}");
+    }
+    let many: Vec<String> = (0..65).map(|i| format!("http://h{i}:1")).collect();
+    assert!(err(&format!("-read.url={}", many.join(","))).contains("at most 64"));
 }

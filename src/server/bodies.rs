@@ -60,7 +60,12 @@ pub async fn whole_write_body(
         ));
     }
     check_declared_length(&body, max)?;
-    Limited::new(body, max as usize)
+    read_whole(Limited::new(body, max as usize)).await
+}
+
+/// A streamed write body read whole (for a retry on another backend), behind its size limit.
+pub async fn read_whole(stream: Limited<ClientBody>) -> Result<Bytes, GatewayError> {
+    stream
         .collect()
         .await
         .map(|collected| collected.to_bytes())

@@ -22,8 +22,7 @@ use crate::client_body::ClientBody;
 use crate::error::{ErrorKind, GatewayError};
 use crate::flags::{BackendType, TenantFormat};
 use crate::ingest::rows::{self, Format};
-use crate::metrics::UpstreamError;
-use crate::proxy::{BackendBody, ClientIp, OwnHeaders, RequestBody, Tap, Upstream};
+use crate::proxy::{Backends, ClientIp, OwnHeaders, RequestBody, Tap};
 use crate::ratelimit::{self, Admission, RateLimiter};
 use crate::rewrite;
 use crate::route::{ApiCall, Endpoint, RulesKind};
@@ -110,7 +109,7 @@ impl Gateway {
     }
 
     /// The backend of a direction, or 404 when the gateway has none.
-    fn upstream(&self, write: bool) -> Result<&Upstream, GatewayError> {
+    fn upstream(&self, write: bool) -> Result<&Backends, GatewayError> {
         let (upstream, missing) = if write {
             (
                 &self.write,
@@ -162,6 +161,8 @@ impl Gateway {
         let (_permit, admission) = self.admit(&grant, write)?;
         let (mut parts, body) = request.into_parts();
         let body = self.request_body(&parts, body, write).await?;
+        // A write held whole can go to another backend when its first one fails.
+        let (body, _held) = self.hold_for_retry(upstream, body).await?;
         let filter_rules = call.rules().is_some() && grant.access.is_label_restricted();
         if filter_rules || self.config.server.disable_response_compression {
             // The rules filter reads the answer: it must come uncompressed.
@@ -242,6 +243,34 @@ impl Gateway {
         })
     }
 
+    /// A streamed write body read whole, when another backend could take it after a failure and it
+    /// fits `-maxRequestBodySizeToRetry` and what is left of `-maxRetryBufferSize` (the permit holds
+    /// its share until the request is done).
+    async fn hold_for_retry(
+        &self,
+        upstream: &Backends,
+        body: RequestBody,
+    ) -> Result<(RequestBody, Option<tokio::sync::SemaphorePermit<'_>>), GatewayError> {
+        let RequestBody::Stream(stream) = &body else {
+            return Ok((body, None));
+        };
+        let declared = hyper::body::Body::size_hint(stream).exact();
+        let fits = declared.filter(|n| *n <= self.config.backend.balance.max_body_to_retry);
+        let (Some(size), true) = (fits, upstream.has_spares()) else {
+            return Ok((body, None));
+        };
+        let kib = u32::try_from(size.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let Ok(permit) = self.retry_buffer.try_acquire_many(kib) else {
+            self.metrics.retry_buffer_full();
+            return Ok((body, None));
+        };
+        let RequestBody::Stream(stream) = body else {
+            return Ok((body, Some(permit)));
+        };
+        let whole = bodies::read_whole(stream).await?;
+        Ok((RequestBody::Full(whole), Some(permit)))
+    }
+
     /// Where the request goes on its backend and with what body, or an answer given here: the grant's
     /// arguments added for VictoriaMetrics, every PromQL rewritten for a Prometheus-family read.
     fn plan(
@@ -249,7 +278,7 @@ impl Gateway {
         parts: &Parts,
         call: ApiCall,
         grant: &Grant,
-        upstream: &Upstream,
+        upstream: &Backends,
         prefix_len: usize,
         body: RequestBody,
     ) -> Result<ReadPlan, GatewayError> {
@@ -258,7 +287,7 @@ impl Gateway {
         // The backend's own API prefix (Mimir's `/prometheus`) comes from -read.url; a client's
         // VictoriaMetrics-style `/prometheus` prefix is dropped.
         let api_path = &path[call.api.start..];
-        let base = &upstream.base_path;
+        let base = upstream.base_path();
         let prometheus_reads = self.read_type == BackendType::Prometheus;
         match call.endpoint {
             Endpoint::Read(endpoint) if prometheus_reads => self
@@ -289,12 +318,9 @@ impl Gateway {
     /// The backend's answer, or the error the client gets, counted either way.
     fn answered(
         &self,
-        outcome: Result<
-            (Response<BackendBody>, std::time::Duration),
-            (Option<UpstreamError>, GatewayError),
-        >,
+        outcome: crate::proxy::Forwarded,
         write: bool,
-    ) -> Result<Response<BackendBody>, GatewayError> {
+    ) -> Result<Response<crate::proxy::BackendBody>, GatewayError> {
         match outcome {
             Ok((response, took)) => {
                 self.metrics.upstream(write, took);
@@ -347,7 +373,7 @@ impl Gateway {
             max_decoded,
             count_in.as_ref(),
         )?;
-        let target = prometheus::remote_write_target(&upstream.base_path, parts.uri.query());
+        let target = prometheus::remote_write_target(upstream.base_path(), parts.uri.query());
         let own = OwnHeaders {
             auth: &self.auth_header,
             tenant: tenant_header,

@@ -1,0 +1,145 @@
+use super::*;
+use crate::flags::UpstreamTls;
+use proptest::prelude::*;
+
+fn pool(n: usize, policy: Policy) -> Backends {
+    let upstreams = (0..n)
+        .map(|i| {
+            Upstream::new(
+                &format!("http://127.0.0.1:{}", 10_000 + i),
+                &UpstreamTls::default(),
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            )
+            .unwrap()
+        })
+        .collect();
+    let balance = Balance {
+        policy,
+        fail_timeout: Duration::from_secs(3),
+        retry_statuses: vec![503],
+        max_body_to_retry: 1 << 20,
+        retry_buffer: 1 << 30,
+    };
+    Backends::new(
+        "read",
+        upstreams,
+        balance,
+        "/health",
+        Duration::from_secs(1),
+    )
+}
+
+fn set_down(p: &Backends, i: usize, since: u64) {
+    p.set[i].down_since.store(since, Ordering::Relaxed);
+}
+
+#[test]
+fn least_loaded_spreads_an_idle_pool_round_robin() {
+    let p = pool(3, Policy::LeastLoaded);
+    let picks: Vec<usize> = (0..6).map(|_| p.choose(0).unwrap()).collect();
+    assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn least_loaded_takes_the_fewest_in_flight() {
+    let p = pool(3, Policy::LeastLoaded);
+    p.set[0].in_flight.store(5, Ordering::Relaxed);
+    p.set[1].in_flight.store(2, Ordering::Relaxed);
+    p.set[2].in_flight.store(3, Ordering::Relaxed);
+    for _ in 0..5 {
+        assert_eq!(p.choose(0), Some(1));
+    }
+}
+
+#[test]
+fn first_available_keeps_to_the_first_healthy_backend() {
+    let p = pool(3, Policy::FirstAvailable);
+    p.set[0].in_flight.store(100, Ordering::Relaxed);
+    assert_eq!(
+        p.choose(0),
+        Some(0),
+        "spares stay idle however busy the first is"
+    );
+    set_down(&p, 0, 5);
+    assert_eq!(p.choose(0), Some(1));
+    assert_eq!(p.choose(0b10), Some(2), "a retry goes to the next spare");
+}
+
+#[test]
+fn down_backends_are_skipped_and_the_oldest_failure_is_the_last_resort() {
+    let p = pool(3, Policy::LeastLoaded);
+    set_down(&p, 0, 10);
+    set_down(&p, 2, 20);
+    for _ in 0..4 {
+        assert_eq!(p.choose(0), Some(1));
+    }
+    set_down(&p, 1, 30);
+    assert_eq!(
+        p.choose(0),
+        Some(0),
+        "every one down: the one that failed longest ago"
+    );
+    assert_eq!(p.choose(0b001), Some(2));
+    assert_eq!(p.choose(0b101), Some(1));
+    assert_eq!(
+        p.choose(0b111),
+        None,
+        "each backend at most once per request"
+    );
+}
+
+#[test]
+fn one_backend_is_always_used_once() {
+    let p = pool(1, Policy::LeastLoaded);
+    set_down(&p, 0, 1);
+    assert_eq!(p.choose(0), Some(0));
+    assert_eq!(p.choose(1), None);
+}
+
+#[test]
+fn failures_mark_down_once_and_count() {
+    let p = pool(2, Policy::LeastLoaded);
+    p.failed(&p.set[0].clone(), "test");
+    p.failed(&p.set[0].clone(), "test");
+    assert_eq!(p.up(), (1, 2));
+    assert_eq!(p.set[0].errors.load(Ordering::Relaxed), 2);
+    let mut text = String::new();
+    p.render(&mut text);
+    assert!(
+        text.contains("tenantgate_backend_up{direction=\"read\",backend=\"127.0.0.1:10000\"} 0")
+    );
+    assert!(
+        text.contains("tenantgate_backend_up{direction=\"read\",backend=\"127.0.0.1:10001\"} 1")
+    );
+}
+
+proptest! {
+    /// Whatever the state, a request's attempts visit distinct backends, every backend at most once,
+    /// and a healthy untried backend is always chosen before a down one.
+    #[test]
+    fn attempts_are_distinct_and_healthy_first(
+        n in 1usize..12,
+        down in proptest::collection::vec(0u64..4, 12),
+        load in proptest::collection::vec(0u32..4, 12),
+        first in any::<bool>(),
+    ) {
+        let p = pool(n, if first { Policy::FirstAvailable } else { Policy::LeastLoaded });
+        for i in 0..n {
+            set_down(&p, i, down[i]);
+            p.set[i].in_flight.store(load[i], Ordering::Relaxed);
+        }
+        let mut tried = 0u64;
+        let mut seen = Vec::new();
+        while let Some(i) = p.choose(tried) {
+            prop_assert!(tried & (1 << i) == 0, "backend {} chosen twice", i);
+            let healthy_left = (0..n).any(|j| tried & (1 << j) == 0 && down[j] == 0);
+            if healthy_left && n > 1 {
+                prop_assert_eq!(down[i], 0, "a down backend was chosen over a healthy one");
+            }
+            tried |= 1 << i;
+            seen.push(i);
+        }
+        prop_assert_eq!(seen.len(), n, "every backend is tried before giving up");
+    }
+}

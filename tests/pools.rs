@@ -1,0 +1,398 @@
+//! Several backends per direction (issue 16): two nginx replicas in front of one real VictoriaMetrics stand
+//! for two vminserts and two vmselects; a real vmagent writes through tenantgate and a reader queries at a
+//! steady rate on a keep-alive connection. One replica is killed with SIGKILL mid-run: no read fails, no
+//! sample is lost, and the replica takes traffic again once it is back. With `first_available` the spare
+//! stays idle until it is needed. Backends that hang, answer 503 or break mid-answer are skipped, and the
+//! client sees the right answer or a status senders retry, never a wait past `-upstream.timeout`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// An nginx replica of `backend` listening on `port` (one process: `master_process off`, so SIGKILL
+/// takes it down whole).
+fn replica(dir: &Path, port: u16, backend: &str) -> Proc {
+    let proc = nginx(
+        dir,
+        &format!(
+            "server {{\n listen 127.0.0.1:{port};\n client_max_body_size 0;\n location / {{ proxy_pass {backend}; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n}}\n"
+        ),
+    );
+    wait_http(
+        &format!("http://127.0.0.1:{port}/health"),
+        200,
+        &proc,
+        Duration::from_secs(20),
+    );
+    proc
+}
+
+/// SIGKILL to a process and its children (nginx's worker): the children are found first and killed
+/// after the master, which would otherwise start a new worker for a killed one.
+fn kill_tree(proc: &Proc) {
+    let pid = proc.pid();
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap_or(0) + 2..]
+            .split(' ')
+            .collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            children.push(entry.file_name().to_string_lossy().to_string());
+        }
+    }
+    proc.signal("KILL");
+    for child in children {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &child])
+            .status();
+    }
+}
+
+/// Reads `/api/v1/query` every 20 ms on one keep-alive client until stopped; records each outcome.
+struct Reader {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<(bool, Duration)>>>,
+}
+
+impl Reader {
+    fn start(url: &str, token: &str) -> Reader {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, url, token) = (stop.clone(), url.to_string(), token.to_string());
+        let thread = std::thread::spawn(move || {
+            let client = http_client();
+            let mut seen = Vec::new();
+            while !flag.load(Ordering::Relaxed) && seen.len() < 5_000 {
+                let started = Instant::now();
+                let ok = client
+                    .get(format!("{url}/api/v1/query?query=1"))
+                    .bearer_auth(&token)
+                    .send()
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false);
+                seen.push((ok, started.elapsed()));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        Reader {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<(bool, Duration)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn requests_to(gate: &Gate, direction: &str, port: u16) -> f64 {
+    gate.metric(&format!(
+        "tenantgate_backend_requests_total{{direction=\"{direction}\",backend=\"127.0.0.1:{port}\"}}"
+    ))
+}
+
+fn up(gate: &Gate, direction: &str, port: u16) -> f64 {
+    gate.metric(&format!(
+        "tenantgate_backend_up{{direction=\"{direction}\",backend=\"127.0.0.1:{port}\"}}"
+    ))
+}
+
+/// Every timestamp of vmagent's own `up` series in `vm`.
+fn self_scrapes(vm: &Victoria) -> Vec<i64> {
+    vm.flush();
+    let text = body_text(
+        http_client()
+            .get(format!("{}/api/v1/export", vm.url))
+            .query(&[("match[]", r#"up{job="self"}"#)])
+            .send()
+            .unwrap(),
+    );
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap_or("{}")).unwrap();
+    let mut ts: Vec<i64> = v["timestamps"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_i64()).collect())
+        .unwrap_or_default();
+    ts.sort();
+    ts
+}
+
+struct Scene {
+    vm: Victoria,
+    gate: Gate,
+    token: String,
+    ports: [u16; 2],
+    replicas: [Option<Proc>; 2],
+    dirs: [tempfile::TempDir; 2],
+}
+
+fn scene(policy: &str) -> Scene {
+    let vm = Victoria::start();
+    let dirs = [tempdir(), tempdir()];
+    let ports = [free_port(), free_port()];
+    let replicas = [
+        Some(replica(dirs[0].path(), ports[0], &vm.url)),
+        Some(replica(dirs[1].path(), ports[1], &vm.url)),
+    ];
+    let urls = format!(
+        "http://127.0.0.1:{},http://127.0.0.1:{}",
+        ports[0], ports[1]
+    );
+    let signer = Signer::rsa();
+    let gate = Gate::start_secured(
+        &signer,
+        &[
+            format!("-read.url={urls}"),
+            format!("-write.url={urls}"),
+            format!("-loadBalancingPolicy={policy}"),
+            "-failTimeout=1s".into(),
+            "-retryStatusCodes=502,503".into(),
+        ],
+    );
+    Scene {
+        vm,
+        gate,
+        token: signer.token(r#"{"tenant_id":{"account_id":0,"project_id":0}}"#),
+        ports,
+        replicas,
+        dirs,
+    }
+}
+
+#[test]
+fn a_killed_backend_costs_no_read_and_no_sample_and_takes_traffic_again_once_back() {
+    let mut s = scene("least_loaded");
+    let agent = Vmagent::start(&format!("{}/api/v1/write", s.gate.url), &s.token);
+    let reader = Reader::start(&s.gate.url, &s.token);
+    std::thread::sleep(Duration::from_secs(4));
+    // Both replicas get a fair share of reads and writes.
+    for direction in ["read", "write"] {
+        let (a, b) = (
+            requests_to(&s.gate, direction, s.ports[0]),
+            requests_to(&s.gate, direction, s.ports[1]),
+        );
+        assert!(
+            a > 0.0 && b > 0.0 && (a - b).abs() <= 0.3 * (a + b),
+            "{direction}: {a} and {b} requests"
+        );
+    }
+    let killed_at = Instant::now();
+    kill_tree(s.replicas[0].as_ref().unwrap());
+    s.replicas[0] = None;
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(up(&s.gate, "read", s.ports[0]), 0.0);
+    let before = requests_to(&s.gate, "read", s.ports[0]);
+    // Back on the same port: within -failTimeout and a probe it takes requests again.
+    s.replicas[0] = Some(replica(s.dirs[0].path(), s.ports[0], &s.vm.url));
+    let restarted = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "the restarted replica is up",
+        || up(&s.gate, "read", s.ports[0]) == 1.0 && up(&s.gate, "write", s.ports[0]) == 1.0,
+    );
+    eprintln!("back after {:?}", restarted.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(requests_to(&s.gate, "read", s.ports[0]) > before + 5.0);
+    let reads = reader.finish();
+    let failed = reads.iter().filter(|(ok, _)| !ok).count();
+    let mut latencies: Vec<Duration> = reads.iter().map(|(_, d)| *d).collect();
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!(
+        "{} reads, {failed} failed, p99 {p99:?}, max {:?}, kill {:?} ago",
+        reads.len(),
+        latencies.last().unwrap(),
+        killed_at.elapsed()
+    );
+    assert_eq!(failed, 0, "reads failed while one backend was healthy");
+    assert!(
+        s.gate
+            .metric(r#"tenantgate_backend_retries_total{direction="read"}"#)
+            >= 0.0
+    );
+
+    // vmagent lost nothing: its queue drains, nothing dropped, no error of its own, and every scrape
+    // from the first to the last is stored (a 1 s interval: no gap over 2 s).
+    eventually(Duration::from_secs(30), "vmagent's queue drains", || {
+        agent.metric_sum("vmagent_remotewrite_pending_data_bytes") == 0.0
+    });
+    assert_eq!(
+        agent.metric_sum("vmagent_remotewrite_packets_dropped_total"),
+        0.0
+    );
+    let text = metrics_text(&agent.url);
+    let not_ok: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("vmagent_remotewrite_requests_total{"))
+        .filter(|l| !l.contains("status_code=\"2"))
+        .filter(|l| !l.ends_with(" 0"))
+        .collect();
+    assert!(not_ok.is_empty(), "vmagent saw failures: {not_ok:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let ts = self_scrapes(&s.vm);
+    assert!(ts.len() >= 12, "{} scrapes stored", ts.len());
+    let gaps: Vec<i64> = ts
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|g| *g > 2_000)
+        .collect();
+    assert!(gaps.is_empty(), "scrapes missing: gaps of {gaps:?} ms");
+}
+
+#[test]
+fn first_available_keeps_the_spare_idle_until_it_is_needed() {
+    let mut s = scene("first_available");
+    let reader = Reader::start(&s.gate.url, &s.token);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(requests_to(&s.gate, "read", s.ports[0]) > 20.0);
+    assert_eq!(
+        requests_to(&s.gate, "read", s.ports[1]),
+        0.0,
+        "the spare was used"
+    );
+    kill_tree(s.replicas[0].as_ref().unwrap());
+    s.replicas[0] = None;
+    std::thread::sleep(Duration::from_secs(2));
+    let reads = reader.finish();
+    assert!(
+        requests_to(&s.gate, "read", s.ports[1]) > 20.0,
+        "the spare took over"
+    );
+    let failed = reads.iter().filter(|(ok, _)| !ok).count();
+    assert_eq!(failed, 0, "of {} reads", reads.len());
+}
+
+/// A backend that accepts connections and never answers.
+fn hanging() -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let thread = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((stream, _)) => held.lock().unwrap().push(stream),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    (url, thread)
+}
+
+/// A backend that reads a request and breaks off in the middle of its answer's head.
+fn breaking() -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let thread = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(2)))
+                        .unwrap();
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf);
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Le");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    (url, thread)
+}
+
+#[test]
+fn hanging_503_and_breaking_backends_are_skipped_within_the_timeout() {
+    let vm = Victoria::start();
+    let dir = tempdir();
+    let port_503 = free_port();
+    // A vmselect whose vmstorage is down: /health 200, every query 503.
+    let _failing = nginx(
+        dir.path(),
+        &format!(
+            "server {{\n listen 127.0.0.1:{port_503};\n location = /health {{ return 200 'OK'; }}\n location / {{ return 503 'storage unavailable'; }}\n}}\n"
+        ),
+    );
+    let (hang, _h) = hanging();
+    let (broken, _b) = breaking();
+    let signer = Signer::rsa();
+    let token = signer.token(r#"{"tenant_id":{"account_id":0,"project_id":0}}"#);
+    let urls = format!("{hang},http://127.0.0.1:{port_503},{broken},{}", vm.url);
+    let gate = Gate::start_secured(
+        &signer,
+        &[
+            format!("-read.url={urls}"),
+            format!("-write.url={urls}"),
+            "-loadBalancingPolicy=first_available".into(),
+            "-retryStatusCodes=503".into(),
+            "-upstream.timeout=2s".into(),
+            "-failTimeout=10s".into(),
+        ],
+    );
+    let client = http_client();
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        let read = client
+            .get(format!("{}/api/v1/query?query=1", gate.url))
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        let write = client
+            .post(format!("{}/api/v1/import/prometheus", gate.url))
+            .bearer_auth(&token)
+            .body(import_lines(&[(&format!("pool_write{{i=\"{i}\"}}"), 1.0)]))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(2 * 2500),
+            "request {i} took {took:?}"
+        );
+        statuses.push((read, write));
+    }
+    // Only the first request of each direction can meet the hanging backend (then it is skipped): it
+    // gets 504, which senders retry; everything else is answered by the healthy backend.
+    for (i, (read, write)) in statuses.iter().enumerate() {
+        assert!(*read == 200 || (i == 0 && *read == 504), "read {i}: {read}");
+        assert!(
+            *write == 204 || (i == 0 && *write == 504),
+            "write {i}: {write}"
+        );
+    }
+    let stored = if statuses[0].1 == 204 { 20 } else { 19 };
+    vm.wait_series("pool_write", stored);
+    for backend in [
+        hang.trim_start_matches("http://").to_string(),
+        format!("127.0.0.1:{port_503}"),
+        broken.trim_start_matches("http://").to_string(),
+    ] {
+        assert_eq!(
+            gate.metric(&format!(
+                "tenantgate_backend_up{{direction=\"read\",backend=\"{backend}\"}}"
+            )),
+            0.0,
+            "{backend} is skipped"
+        );
+    }
+    let health = body_text(client.get(format!("{}/health", gate.url)).send().unwrap());
+    assert!(health.contains("read backends: 1 of 4 up"), "{health}");
+}
