@@ -28,12 +28,12 @@ use std::fmt::{self, Write as _};
 
 pub use auth::AuthConfig;
 pub use backend::{
-    BackendConfig, BackendType, Balance, Policy, TenantFormat, TenantHeader, UpstreamTls,
+    BackendConfig, BackendType, Balance, Discovery, Policy, TenantFormat, TenantHeader, UpstreamTls,
 };
 pub use compat::CompatConfig;
 pub use datasource::{DatasourceAuth, DatasourceConfig};
 pub use limits::{LimitsConfig, LimitsSource, RateLimitConfig, WriteLimitStatus};
-pub use logging::{AuditTarget, LogConfig, LogFormat, LogLevel, LogOutput};
+pub use logging::{timezone, AuditTarget, LogConfig, LogFormat, LogLevel, LogOutput};
 pub use metrics::MetricsConfig;
 pub use server::{
     BasicAuth, Listener, ListenerTls, SecurityHeaders, ServerConfig, TlsVersion, CIPHER_SUITES,

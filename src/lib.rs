@@ -17,7 +17,9 @@
 //! - [`client_body`]: the request body as the pipeline carries it; what becomes of an unread rest.
 //! - [`limit`]: global and per-tenant concurrency limits (429).
 //! - [`rewrite`]: pure; upstream path with tenant, client restriction arguments stripped, grant's added.
-//! - [`proxy`]: the only code that talks to backends; header hygiene and streaming.
+//! - [`proxy`]: the only code that talks to backends; header hygiene and streaming; backend pools
+//!   (`proxy::Backends`: balancing, failover, retries, discovery).
+//! - [`dns`]: A, AAAA and SRV questions for backend discovery.
 //!   - [`proxy::wire`]: pure; HTTP/1.1 request heads out, answer heads and chunked bodies in.
 //!   - `proxy::conn`: backend sockets, the idle pool, the streamed answer body.
 //! - [`promql`]: pure; PromQL rewritten so every selector carries a grant's matchers (Prometheus-family
@@ -32,6 +34,7 @@ pub mod audit;
 pub mod auth;
 pub mod check;
 pub mod client_body;
+pub mod dns;
 pub mod error;
 pub mod flags;
 pub mod ingest;

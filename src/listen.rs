@@ -97,7 +97,12 @@ async fn serve(config: Config) -> Result<(), StartError> {
     for task in ratelimit_tasks {
         gateway.keep(task);
     }
-    for task in crate::push::start(&gateway, &gateway.push).map_err(config_error)? {
+    gateway.start_discovery().await;
+    let render = {
+        let gateway = gateway.clone();
+        Arc::new(move || gateway.metrics_text())
+    };
+    for task in crate::push::start(&config.metrics, render, &gateway.push).map_err(config_error)? {
         gateway.keep(task);
     }
     let mut bound = Vec::with_capacity(config.server.listeners.len());

@@ -21,16 +21,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
-use crate::flags::{LogConfig, LogFormat, LogLevel, LogOutput};
-
-/// Looks up `-loggerTimezone`: `UTC`, `Local` (the system's), or an IANA name.
-pub fn timezone(name: &str) -> Result<TimeZone, String> {
-    match name {
-        "" | "UTC" => Ok(TimeZone::UTC),
-        "Local" => Ok(TimeZone::system()),
-        name => TimeZone::get(name).map_err(|e| format!("unknown time zone {name:?}: {e}")),
-    }
-}
+use crate::flags::{timezone, LogConfig, LogFormat, LogLevel, LogOutput};
 
 /// Shortens a logged argument longer than `max` the way VictoriaMetrics' `-loggerMaxArgLen` does: its
 /// first and last `max/2 - 1` characters joined by `..` (so the result is at most `max` long; `max` is at

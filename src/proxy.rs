@@ -784,22 +784,25 @@ mod tests {
     }
 
     fn upstream(url: &str) -> Backends {
-        let timeout = Duration::from_secs(10);
-        let one = Upstream::new(
-            url,
-            &UpstreamTls::default(),
-            timeout,
-            Duration::from_secs(60),
-        )
-        .unwrap();
         let balance = crate::flags::Balance {
             policy: crate::flags::Policy::LeastLoaded,
             fail_timeout: Duration::from_secs(3),
             retry_statuses: Vec::new(),
             max_body_to_retry: 0,
             retry_buffer: 0,
+            discovery: None,
         };
-        Backends::new("read", vec![one], balance, "/health", timeout)
+        let timeouts = (Duration::from_secs(10), Duration::from_secs(60));
+        let urls = [url.to_string()];
+        Backends::new(
+            "read",
+            &urls,
+            &UpstreamTls::default(),
+            timeouts,
+            balance,
+            "/health",
+        )
+        .unwrap()
     }
 
     #[tokio::test]

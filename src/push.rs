@@ -25,7 +25,6 @@ use tokio::task::JoinHandle;
 use crate::flags::{MetricsConfig, UpstreamTls};
 use crate::metrics::escape_label_value;
 use crate::outbound::{redacted, HttpClient};
-use crate::server::Gateway;
 
 /// Counters of one URL's pushes.
 pub struct PushTarget {
@@ -97,12 +96,13 @@ impl PushStatus {
     }
 }
 
-/// Starts one pushing task per URL.
+/// Starts one pushing task per URL, each sending what `render` returns (the gateway's `/metrics`
+/// text: passed in, so pushing depends on nothing of the server's).
 pub fn start(
-    gateway: &Arc<Gateway>,
+    config: &MetricsConfig,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
     status: &Arc<PushStatus>,
 ) -> Result<Vec<JoinHandle<()>>, String> {
-    let config = &gateway.config.metrics;
     if config.push_urls.is_empty() {
         return Ok(Vec::new());
     }
@@ -112,7 +112,7 @@ pub fn start(
     let mut tasks = Vec::new();
     for i in 0..status.targets.len() {
         let request = PushRequest::new(&status.targets[i].url, config)?;
-        let gateway = gateway.clone();
+        let render = render.clone();
         let status = status.clone();
         let client = client.clone();
         let labels = labels.clone();
@@ -125,7 +125,7 @@ pub fn start(
             loop {
                 tick.tick().await;
                 let target = &status.targets[i];
-                let body = body(&gateway.metrics_text(), &labels, compress);
+                let body = body(&render(), &labels, compress);
                 target.pushes.fetch_add(1, Ordering::Relaxed);
                 target.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                 if let Err(e) = request.send(&client, body, compress, interval).await {

@@ -32,7 +32,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::flags::{BackendType, Config, TenantFormat};
 use crate::limit::Limits;
 use crate::metrics::{Gauges, Metrics};
-use crate::proxy::{BackendBody, Backends, ClientIp, Upstream};
+use crate::proxy::{BackendBody, Backends, ClientIp};
 use crate::push::PushStatus;
 use crate::ratelimit::RateLimiter;
 use crate::reload::Reload;
@@ -61,9 +61,9 @@ pub struct Gateway {
     /// Used for every request when `-enable.auth` is off: tenant 0:0, no restrictions.
     open_grant: Arc<Grant>,
     /// The `-read.url` backends.
-    read: Option<Backends>,
+    read: Option<Arc<Backends>>,
     /// The `-write.url` backends.
-    write: Option<Backends>,
+    write: Option<Arc<Backends>>,
     /// Memory left for write bodies held whole so they can go to another backend, in KiB
     /// (`-maxRetryBufferSize`).
     retry_buffer: tokio::sync::Semaphore,
@@ -124,11 +124,6 @@ impl Gateway {
             if urls.is_empty() {
                 return Ok(None);
             }
-            let upstreams = urls
-                .iter()
-                .map(|u| Upstream::new(u, tls, backend.timeout, backend.idle_conn_timeout))
-                .collect::<Result<Vec<_>, String>>()
-                .map_err(|e| format!("-{direction}.url: {e}"))?;
             // Prometheus, Thanos and Mimir answer /-/ready; VictoriaMetrics components /health.
             let probe = match kind {
                 BackendType::VictoriaMetrics => "/health",
@@ -136,20 +131,25 @@ impl Gateway {
             };
             let pool = Backends::new(
                 direction,
-                upstreams,
+                urls,
+                tls,
+                (backend.timeout, backend.idle_conn_timeout),
                 backend.balance.clone(),
                 probe,
-                backend.timeout,
-            );
-            if urls.len() > 1 {
+            )?;
+            if urls.len() > 1 || backend.balance.discovery.is_some() {
                 tracing::info!(
-                    "{direction} backends ({:?}, -failTimeout={:?}, probed at {probe}): {}",
+                    "{direction} backends ({:?}, -failTimeout={:?}, probed at {probe}{}): {}",
                     backend.balance.policy,
                     backend.balance.fail_timeout,
-                    pool.names().collect::<Vec<_>>().join(", ")
+                    match &backend.balance.discovery {
+                        Some(d) => format!(", discovered every {:?}", d.interval),
+                        None => String::new(),
+                    },
+                    pool.names().join(", ")
                 );
             }
-            Ok::<_, String>(Some(pool))
+            Ok::<_, String>(Some(Arc::new(pool)))
         };
         let read = pool(
             "read",
@@ -248,6 +248,16 @@ impl Gateway {
             shutting_down: AtomicBool::new(false),
             config,
         })
+    }
+
+    /// Resolves the backends' names once (`-discoverBackendIPs`) and keeps doing so every interval.
+    pub async fn start_discovery(&self) {
+        for pool in [&self.read, &self.write].into_iter().flatten() {
+            if self.config.backend.balance.discovery.is_some() {
+                pool.discover().await;
+                self.keep(tokio::spawn(pool.clone().keep_discovering()));
+            }
+        }
     }
 
     /// Keeps `task` running for the gateway's life; it is stopped by [`Gateway::stop_background`].

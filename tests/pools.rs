@@ -3,7 +3,9 @@
 //! steady rate on a keep-alive connection. One replica is killed with SIGKILL mid-run: no read fails, no
 //! sample is lost, and the replica takes traffic again once it is back. With `first_available` the spare
 //! stays idle until it is needed. Backends that hang, answer 503 or break mid-answer are skipped, and the
-//! client sees the right answer or a status senders retry, never a wait past `-upstream.timeout`.
+//! client sees the right answer or a status senders retry, never a wait past `-upstream.timeout`. With
+//! `-discoverBackendIPs`, a real DNS server (dnsmasq) whose records change while tenantgate runs decides
+//! where traffic goes, by A and by SRV records.
 
 mod common;
 
@@ -16,17 +18,21 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// An nginx replica of `backend` listening on `port` (one process: `master_process off`, so SIGKILL
-/// takes it down whole).
+/// An nginx replica of `backend` listening on 127.0.0.1:`port`.
 fn replica(dir: &Path, port: u16, backend: &str) -> Proc {
+    replica_at(dir, "127.0.0.1", port, backend)
+}
+
+/// An nginx replica of `backend` listening on `ip`:`port` (any 127.x address is this machine's).
+fn replica_at(dir: &Path, ip: &str, port: u16, backend: &str) -> Proc {
     let proc = nginx(
         dir,
         &format!(
-            "server {{\n listen 127.0.0.1:{port};\n client_max_body_size 0;\n location / {{ proxy_pass {backend}; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n}}\n"
+            "server {{\n listen {ip}:{port};\n client_max_body_size 0;\n location / {{ proxy_pass {backend}; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n}}\n"
         ),
     );
     wait_http(
-        &format!("http://127.0.0.1:{port}/health"),
+        &format!("http://{ip}:{port}/health"),
         200,
         &proc,
         Duration::from_secs(20),
@@ -395,4 +401,135 @@ fn hanging_503_and_breaking_backends_are_skipped_within_the_timeout() {
     }
     let health = body_text(client.get(format!("{}/health", gate.url)).send().unwrap());
     assert!(health.contains("read backends: 1 of 4 up"), "{health}");
+}
+
+/// A real DNS server (dnsmasq from Debian) on 127.0.0.1:`port`: A records from `hosts` (re-read on
+/// SIGHUP, TTL 0), SRV records from `srv` (`--srv-host` values).
+fn dnsmasq(dir: &Path, port: u16, hosts: &Path, srv: &[&str]) -> Proc {
+    let mut cmd = std::process::Command::new(deps().get("TG_DNSMASQ"));
+    // Its libraries, when scripts/deps had to unpack them.
+    if let Some(libs) = deps().vars.get("TG_LD_LIBRARY_PATH") {
+        cmd.env("LD_LIBRARY_PATH", libs);
+    }
+    cmd.arg("--keep-in-foreground")
+        .arg("--conf-file=/dev/null")
+        .arg(format!("--port={port}"))
+        .arg("--listen-address=127.0.0.1")
+        .arg("--bind-interfaces")
+        .arg("--no-resolv")
+        .arg("--no-hosts")
+        .arg(format!("--addn-hosts={}", hosts.display()))
+        .arg("--pid-file=")
+        .arg("--log-facility=-")
+        .arg("--log-queries");
+    // As root it would switch to a user that cannot read the test's directory.
+    cmd.arg("--user=root");
+    for record in srv {
+        cmd.arg(format!("--srv-host={record}"));
+    }
+    let proc = Proc::spawn("dnsmasq", cmd, dir.join("dnsmasq.log"));
+    eventually(Duration::from_secs(10), "dnsmasq answers", || {
+        proc.log_text().contains("read ") && proc.log_text().contains("names")
+    });
+    proc
+}
+
+#[test]
+fn discovered_backends_follow_the_dns_records() {
+    let vm = Victoria::start();
+    let port = free_port();
+    let (dir_a, dir_b, dir_dns) = (tempdir(), tempdir(), tempdir());
+    let _a = replica_at(dir_a.path(), "127.0.0.1", port, &vm.url);
+    let _b = replica_at(dir_b.path(), "127.0.0.2", port, &vm.url);
+    let hosts = dir_dns.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 vm.test\n").unwrap();
+    let dns_port = free_port();
+    let mut dns = dnsmasq(
+        dir_dns.path(),
+        dns_port,
+        &hosts,
+        &[&format!("_vm._tcp.test,vm.test,{port}")],
+    );
+    let signer = Signer::rsa();
+    let token = signer.token(r#"{"tenant_id":{"account_id":0,"project_id":0}}"#);
+    let discovery = [
+        "-discoverBackendIPs".to_string(),
+        "-discoverBackendIPsInterval=300ms".into(),
+        format!("-dns.server=127.0.0.1:{dns_port}"),
+        "-failTimeout=1s".into(),
+    ];
+    let mut by_name = discovery.to_vec();
+    by_name.push(format!("-read.url=http://vm.test:{port}"));
+    let gate = Gate::start_secured(&signer, &by_name);
+    // SRV: the target's port, and the target's own name resolved through the same server.
+    let mut by_srv = discovery.to_vec();
+    by_srv.push("-read.url=http://srv+_vm._tcp.test".into());
+    let srv_gate = Gate::start_secured(&signer, &by_srv);
+    let a = format!("127.0.0.1:{port}");
+    let b = format!("127.0.0.2:{port}");
+    let requests = |gate: &Gate, backend: &str| {
+        gate.metric(&format!(
+            "tenantgate_backend_requests_total{{direction=\"read\",backend=\"{backend}\"}}"
+        ))
+    };
+    let readers = [
+        Reader::start(&gate.url, &token),
+        Reader::start(&srv_gate.url, &token),
+    ];
+    std::thread::sleep(Duration::from_secs(1));
+    for g in [&gate, &srv_gate] {
+        assert!(
+            requests(g, &a) > 10.0,
+            "the one address gets the requests:\n{}\n{}",
+            metrics_text(&g.url)
+                .lines()
+                .filter(|l| l.contains("backend"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            g.proc.log_text()
+        );
+        assert_eq!(requests(g, &b), 0.0);
+    }
+    // A second address appears: it gets requests too.
+    std::fs::write(&hosts, "127.0.0.1 vm.test\n127.0.0.2 vm.test\n").unwrap();
+    dns.signal("HUP");
+    eventually(
+        Duration::from_secs(5),
+        "the new address gets requests",
+        || requests(&gate, &b) > 10.0 && requests(&srv_gate, &b) > 10.0,
+    );
+    // The first one goes away: after its requests in flight, it gets none.
+    std::fs::write(&hosts, "127.0.0.2 vm.test\n").unwrap();
+    dns.signal("HUP");
+    eventually(
+        Duration::from_secs(5),
+        "the removed address is dropped",
+        || !metrics_text(&gate.url).contains(&a) && !metrics_text(&srv_gate.url).contains(&a),
+    );
+    let (left_a, left_srv_a) = (requests(&gate, &a), requests(&srv_gate, &a));
+    assert_eq!(
+        (left_a, left_srv_a),
+        (0.0, 0.0),
+        "a removed backend's series are gone"
+    );
+    let before = requests(&gate, &b);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        requests(&gate, &b) > before + 10.0,
+        "all requests go to the address left"
+    );
+    // The DNS server stops: lookups fail, the last good set stays.
+    assert!(dns.stop(Duration::from_secs(5)).is_some());
+    let before = requests(&gate, &b);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        requests(&gate, &b) > before + 10.0,
+        "the last good set keeps serving"
+    );
+    assert!(gate.proc.log_text().contains("keeping the last good set"));
+    for reader in readers {
+        let reads = reader.finish();
+        let failed = reads.iter().filter(|(ok, _)| !ok).count();
+        assert_eq!(failed, 0, "of {} reads", reads.len());
+    }
 }

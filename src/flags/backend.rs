@@ -18,6 +18,9 @@ pub(super) const FLAGS: &[FlagSpec] = &[
     flag("failTimeout", Kind::Duration, "3s", "How long a failed backend is skipped before its health probe (/health, or /-/ready for -*.backendType=prometheus) is tried; it takes requests again only once a probe succeeds, and is probed again every -failTimeout until then"),
     flag("retryStatusCodes", Kind::Array, "", "Backend answer statuses that count as a failure of that backend: the request goes to another backend (when it can be sent again) and the backend is skipped for -failTimeout. E.g. 502,503 for vmselect, which answers 503 while its vmstorage is down. 429 is not allowed: it is a tenant's limit, not a failure"),
     flag("maxRequestBodySizeToRetry", Kind::Size, "1MiB", "Writes with a declared body size up to this are read whole before they are forwarded, so one that fails before any answer can go to another -write.url backend. Larger or chunked bodies stream, and a failure is answered with 502/503, which senders retry. Reads are always retried (their bodies are held whole anyway)"),
+    flag("discoverBackendIPs", Kind::Bool, "false", "Whether to resolve the host of every -read.url and -write.url periodically and use each address as a backend (a Kubernetes headless service: one pod, one backend). A host written srv+name (e.g. http://srv+_vminsert._tcp.vminsert.service.consul) asks for SRV records: host and port from each. A backend whose address disappears gets no new requests; those in flight finish. A failed lookup keeps the last good set"),
+    flag("discoverBackendIPsInterval", Kind::Duration, "10s", "How often -discoverBackendIPs resolves the backends' names again (answers are not cached beyond it: pods and Consul services answer with TTL 0)"),
+    flag("dns.server", Kind::String, "", "host:port of the DNS server -discoverBackendIPs asks (e.g. Consul's 127.0.0.1:8600), an IP address. By default names are resolved by the system (/etc/hosts, then DNS) and SRV records asked of the first nameserver in /etc/resolv.conf"),
     flag("maxRetryBufferSize", Kind::Size, "256MiB", "The most memory all write bodies held for retries (-maxRequestBodySizeToRetry) take together; a write arriving when it is used up streams and cannot be retried on another backend"),
     flag("read.backendType", Kind::String, "victoriametrics", "What -read.url speaks: victoriametrics (it applies extra_label and extra_filters itself) or prometheus (Prometheus, Thanos Query, Mimir, Cortex: tenantgate rewrites every PromQL query, match[] selector and rules answer to the token's labels)"),
     flag("write.backendType", Kind::String, "victoriametrics", "What -write.url speaks: victoriametrics (every ingestion format; it applies extra_label itself) or prometheus (a remote-write receiver such as Prometheus, Thanos Receive, Mimir or Cortex; -write.url is then the receiver's full remote-write URL, and tenantgate sets the token's labels on every series)"),
@@ -143,6 +146,17 @@ pub struct Balance {
     pub max_body_to_retry: u64,
     /// `-maxRetryBufferSize`: the most all bodies held for retries take together.
     pub retry_buffer: u64,
+    /// `-discoverBackendIPs` with its interval and server; `None` when off.
+    pub discovery: Option<Discovery>,
+}
+
+/// `-discoverBackendIPs`: backends from DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// `-discoverBackendIPsInterval`.
+    pub interval: Duration,
+    /// `-dns.server`; `None`: the system's resolver (and resolv.conf's server for SRV).
+    pub server: Option<std::net::SocketAddr>,
 }
 
 /// Where requests go.
@@ -186,6 +200,18 @@ pub(super) fn build(given: &Given) -> Result<BackendConfig, FlagError> {
         timeout: given.get("upstream.timeout", parse_duration)?,
         idle_conn_timeout: given.get("upstream.idleConnTimeout", parse_duration)?,
     };
+    if config.balance.discovery.is_none() {
+        if let Some(url) = config
+            .read_urls
+            .iter()
+            .chain(&config.write_urls)
+            .find(|url| url.contains("://srv+"))
+        {
+            return Err(FlagError(format!(
+                "{url:?} asks for SRV records (srv+), which needs -discoverBackendIPs"
+            )));
+        }
+    }
     if config.cluster_mode {
         for (side, kind) in [("read", config.read_type), ("write", config.write_type)] {
             if kind == BackendType::Prometheus {
@@ -272,7 +298,23 @@ fn balance(given: &Given) -> Result<Balance, FlagError> {
             _ => Err(format!("{code} is not an HTTP status code")),
         }
     })?;
+    let discovery = if given.get("discoverBackendIPs", parse_bool)? {
+        let interval = given.get("discoverBackendIPsInterval", parse_duration)?;
+        if interval.is_zero() {
+            return Err(FlagError(
+                "-discoverBackendIPsInterval must be positive".to_string(),
+            ));
+        }
+        let server = given.get_opt("dns.server", |text| {
+            text.parse::<std::net::SocketAddr>()
+                .map_err(|_| "expected ip:port, e.g. 127.0.0.1:8600".to_string())
+        })?;
+        Some(Discovery { interval, server })
+    } else {
+        None
+    };
     Ok(Balance {
+        discovery,
         policy,
         fail_timeout,
         retry_statuses,

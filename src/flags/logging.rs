@@ -134,7 +134,18 @@ fn parse_log_output(text: &str) -> Result<LogOutput, String> {
 
 /// A time zone name: checked against the time zone database here, so a typo stops start-up.
 fn parse_timezone_name(text: &str) -> Result<String, String> {
-    crate::logging::timezone(text).map(|_| text.to_string())
+    timezone(text).map(|_| text.to_string())
+}
+
+/// Looks up `-loggerTimezone`: `UTC`, `Local` (the system's), or an IANA name. Here, not in
+/// `crate::logging`, so flags depend on nothing of the logger's (the logger reads flags).
+pub fn timezone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    use jiff::tz::TimeZone;
+    match name {
+        "" | "UTC" => Ok(TimeZone::UTC),
+        "Local" => Ok(TimeZone::system()),
+        name => TimeZone::get(name).map_err(|e| format!("unknown time zone {name:?}: {e}")),
+    }
 }
 
 /// `ts:timestamp,msg:message`.

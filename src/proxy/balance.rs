@@ -17,17 +17,25 @@
 //!   `-upstream.timeout`, which bounds the whole request. A 429 is never a failure: it is the tenant's
 //!   limit. Without another backend to try, the client gets the last backend's answer, or a 502/503/504
 //!   that senders retry.
+//! - **Discovery** (`-discoverBackendIPs`): every interval each URL's host is resolved again ([`dns`]
+//!   for SRV records and `-dns.server`, the system's resolver otherwise) and each address becomes a
+//!   backend. The set is swapped whole: a request keeps the set it started with, so a backend whose
+//!   address went away finishes its requests and gets no new ones; backends still present keep their
+//!   state and connections. A failed or empty lookup keeps the last good set.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use http::header::HeaderValue;
 use http::Response;
 
 use super::{BackendBody, ClientIp, Failure, OwnHeaders, Prepared, RequestBody, Tap, Upstream};
+use crate::dns;
 use crate::error::{ErrorKind, GatewayError};
-use crate::flags::{Balance, Policy};
+use crate::flags::{Balance, Policy, UpstreamTls};
 use crate::metrics::{escape_label_value, UpstreamError};
 
 /// The most backends a direction may have: a request's tried set is one 64-bit word.
@@ -37,7 +45,12 @@ pub const MAX_BACKENDS: usize = 64;
 pub struct Backends {
     /// `read` or `write`: the `direction` label and log wording.
     direction: &'static str,
-    set: Vec<Arc<Backend>>,
+    /// The backends now; swapped whole by discovery.
+    set: ArcSwap<Vec<Arc<Backend>>>,
+    /// The URLs as given (what discovery resolves), and what new backends are built with.
+    given: Vec<String>,
+    tls: UpstreamTls,
+    idle_timeout: Duration,
     balance: Balance,
     /// Where `least_loaded` starts looking, advanced by every choice.
     next: AtomicUsize,
@@ -63,8 +76,32 @@ pub struct Backend {
     down_since: AtomicU64,
     /// A probe task is running.
     probing: AtomicBool,
+    /// Discovery no longer lists it: its probe stops.
+    removed: AtomicBool,
     requests: AtomicU64,
     errors: AtomicU64,
+}
+
+impl Backend {
+    /// A backend named by its URL's `host:port`.
+    fn new(upstream: Upstream) -> Arc<Backend> {
+        let name = upstream.host().to_str().unwrap_or("?").to_string();
+        Backend::named(upstream, name)
+    }
+
+    /// A backend with another name: the address a discovered one is dialled at.
+    fn named(upstream: Upstream, name: String) -> Arc<Backend> {
+        Arc::new(Backend {
+            name,
+            upstream,
+            in_flight: AtomicU32::new(0),
+            down_since: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        })
+    }
 }
 
 /// Holds a backend's in-flight count up while its answer head is awaited.
@@ -81,55 +118,55 @@ pub type Forwarded =
     Result<(Response<BackendBody>, Duration), (Option<UpstreamError>, GatewayError)>;
 
 impl Backends {
-    /// The backends at `upstreams` (in the order given), of `direction`, probed at `probe_path`.
+    /// The backends at `urls` (in the order given), of `direction`, probed at `probe_path`.
     pub fn new(
         direction: &'static str,
-        upstreams: Vec<Upstream>,
+        urls: &[String],
+        tls: &UpstreamTls,
+        timeouts: (Duration, Duration),
         balance: Balance,
         probe_path: &'static str,
-        timeout: Duration,
-    ) -> Backends {
-        let set = upstreams
-            .into_iter()
-            .map(|upstream| {
-                Arc::new(Backend {
-                    name: upstream.host().to_str().unwrap_or("?").to_string(),
-                    upstream,
-                    in_flight: AtomicU32::new(0),
-                    down_since: AtomicU64::new(0),
-                    probing: AtomicBool::new(false),
-                    requests: AtomicU64::new(0),
-                    errors: AtomicU64::new(0),
-                })
+    ) -> Result<Backends, String> {
+        let (timeout, idle_timeout) = timeouts;
+        let set = urls
+            .iter()
+            .map(|url| {
+                Upstream::new(url, tls, timeout, idle_timeout)
+                    .map(Backend::new)
+                    .map_err(|e| format!("-{direction}.url: {e}"))
             })
-            .collect();
-        Backends {
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Backends {
             direction,
-            set,
+            set: ArcSwap::from_pointee(set),
+            given: urls.to_vec(),
+            tls: tls.clone(),
+            idle_timeout,
             balance,
             next: AtomicUsize::new(0),
             probe_path,
             timeout,
             retries: AtomicU64::new(0),
             epoch: Instant::now(),
-        }
+        })
     }
 
     /// The path every backend of this direction serves the API under (the same for all: flags check).
     pub fn base_path(&self) -> &str {
-        self.set
-            .first()
-            .map_or("", |backend| backend.upstream.base_path.as_str())
+        // Every URL of a direction has the same path (flags check), discovered ones included.
+        let url = self.given.first().map_or("", String::as_str);
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        rest.find('/').map_or("", |i| &rest[i..])
     }
 
     /// Whether a request could go to another backend after a failure.
     pub fn has_spares(&self) -> bool {
-        self.set.len() > 1
+        self.set.load().len() > 1 || self.balance.discovery.is_some()
     }
 
-    /// The backends, in the order given.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.set.iter().map(|b| b.name.as_str())
+    /// The backends now, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.set.load().iter().map(|b| b.name.clone()).collect()
     }
 
     /// Sends a request for `target` (origin form) with the client's method and (cleaned) headers to a
@@ -144,7 +181,9 @@ impl Backends {
         client: &ClientIp,
         own: OwnHeaders<'_>,
     ) -> Forwarded {
-        let only = (self.set.len() == 1).then(|| self.set[0].upstream.host());
+        // The set this request started with: a backend discovery removes meanwhile still answers it.
+        let set = self.set.load_full();
+        let only = (set.len() == 1).then(|| set[0].upstream.host());
         let request =
             Prepared::new(parts, &target, &body, client, own, only).map_err(|e| (None, e))?;
         if let RequestBody::Full(bytes) = &body {
@@ -153,12 +192,12 @@ impl Backends {
         let deadline = Instant::now() + self.timeout;
         let mut tried = 0u64;
         let mut last: Option<Forwarded> = None;
-        while let Some(i) = self.choose(tried) {
+        while let Some(i) = self.choose(&set, tried) {
             tried |= 1 << i;
             if last.is_some() {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
-            let backend = &self.set[i];
+            let backend = &set[i];
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -176,7 +215,7 @@ impl Backends {
                     if !self.balance.retry_statuses.contains(&status) {
                         return Ok((response, took));
                     }
-                    self.failed(backend, &format!("it answered {status}"));
+                    self.failed(&set, backend, &format!("it answered {status}"));
                     if !can_go_again(&body) {
                         return Ok((response, took));
                     }
@@ -187,7 +226,7 @@ impl Backends {
                     error,
                     body_intact,
                 }) => {
-                    self.failed(backend, &error.message);
+                    self.failed(&set, backend, &error.message);
                     if !body_intact {
                         return Err((Some(kind), unavailable(error)));
                     }
@@ -214,8 +253,8 @@ impl Backends {
     }
 
     /// The backend for the next attempt of a request that has tried `tried` (bit i: backend i).
-    fn choose(&self, tried: u64) -> Option<usize> {
-        let n = self.set.len();
+    fn choose(&self, set: &[Arc<Backend>], tried: u64) -> Option<usize> {
+        let n = set.len();
         let untried = |i: usize| tried & (1 << i) == 0;
         if n == 1 {
             return untried(0).then_some(0);
@@ -232,7 +271,7 @@ impl Backends {
             if !untried(i) {
                 continue;
             }
-            let backend = &self.set[i];
+            let backend = &set[i];
             match backend.down_since.load(Ordering::Relaxed) {
                 0 => {
                     let load = backend.in_flight.load(Ordering::Relaxed);
@@ -254,9 +293,9 @@ impl Backends {
     }
 
     /// Marks `backend` down (if it was up), says so once, and starts its probe.
-    fn failed(&self, backend: &Arc<Backend>, why: &str) {
+    fn failed(&self, set: &[Arc<Backend>], backend: &Arc<Backend>, why: &str) {
         backend.errors.fetch_add(1, Ordering::Relaxed);
-        if self.set.len() == 1 {
+        if set.len() == 1 {
             return; // the only backend is always used: there is nothing to skip to
         }
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
@@ -287,18 +326,19 @@ impl Backends {
 
     /// How many backends are up, and how many there are.
     pub fn up(&self) -> (usize, usize) {
-        let up = self
-            .set
+        let set = self.set.load();
+        let up = set
             .iter()
             .filter(|b| b.down_since.load(Ordering::Relaxed) == 0)
             .count();
-        (up, self.set.len())
+        (up, set.len())
     }
 
-    /// Appends the per-backend series (bounded: backends come from flags only).
+    /// Appends the per-backend series (bounded: backends come from flags and DNS, at most
+    /// [`MAX_BACKENDS`] per direction, never from clients).
     pub fn render(&self, out: &mut String) {
         let d = self.direction;
-        for b in &self.set {
+        for b in self.set.load().iter() {
             let labels = format!(
                 "direction=\"{d}\",backend=\"{}\"",
                 escape_label_value(&b.name)
@@ -329,6 +369,210 @@ impl Backends {
     }
 }
 
+/// One address discovery found: what is dialled, and the name the backend is asked for (`Host`, and
+/// the name its TLS certificate must carry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Found {
+    addr: std::net::SocketAddr,
+    host: String,
+}
+
+impl Backends {
+    /// Resolves the backends' names again and swaps in the new set when it changed. Runs every
+    /// `-discoverBackendIPsInterval` ([`Backends::keep_discovering`]); once before serving.
+    pub async fn discover(&self) {
+        let Some(discovery) = &self.balance.discovery else {
+            return;
+        };
+        let found = match self.resolve(discovery).await {
+            Ok(found) if found.is_empty() => {
+                tracing::warn!(
+                    "{} backends: discovery found no address; keeping the last good set",
+                    self.direction
+                );
+                return;
+            }
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(
+                    "{} backends: discovery failed ({e}); keeping the last good set",
+                    self.direction
+                );
+                return;
+            }
+        };
+        let old = self.set.load_full();
+        let names: Vec<String> = found.iter().map(|f| f.addr.to_string()).collect();
+        if old.iter().map(|b| &b.name).eq(names.iter()) {
+            return;
+        }
+        let mut set = Vec::with_capacity(found.len());
+        for (f, name) in found.iter().zip(&names) {
+            if let Some(kept) = old.iter().find(|b| b.name == *name) {
+                set.push(kept.clone());
+                continue;
+            }
+            match self.discovered(f) {
+                Ok(upstream) => set.push(Backend::named(upstream, name.clone())),
+                Err(e) => tracing::warn!("{} backend {name}: {e}", self.direction),
+            }
+        }
+        if set.is_empty() {
+            return;
+        }
+        for gone in old.iter().filter(|b| !names.contains(&b.name)) {
+            gone.removed.store(true, Ordering::Relaxed);
+        }
+        let added: Vec<&str> = names
+            .iter()
+            .filter(|n| !old.iter().any(|b| b.name == **n))
+            .map(String::as_str)
+            .collect();
+        let removed: Vec<&str> = old
+            .iter()
+            .filter(|b| !names.contains(&b.name))
+            .map(|b| b.name.as_str())
+            .collect();
+        tracing::info!(
+            "{} backends now {} (added {}; removed {}: they finish their requests and get no new ones)",
+            self.direction,
+            names.join(", "),
+            if added.is_empty() { "none".to_string() } else { added.join(", ") },
+            if removed.is_empty() { "none".to_string() } else { removed.join(", ") },
+        );
+        self.set.store(Arc::new(set));
+    }
+
+    /// Discovers again every `-discoverBackendIPsInterval`, for the gateway's life.
+    pub async fn keep_discovering(self: Arc<Self>) {
+        let Some(interval) = self.balance.discovery.as_ref().map(|d| d.interval) else {
+            return;
+        };
+        loop {
+            tokio::time::sleep(interval).await;
+            self.discover().await;
+        }
+    }
+
+    /// Every address of every URL, in the order given, sorted within a URL, without repeats, at most
+    /// [`MAX_BACKENDS`].
+    async fn resolve(&self, discovery: &crate::flags::Discovery) -> Result<Vec<Found>, String> {
+        let timeout = discovery
+            .interval
+            .clamp(Duration::from_millis(500), Duration::from_secs(5));
+        let mut found: Vec<Found> = Vec::new();
+        for url in &self.given {
+            let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+            let authority = uri.authority().ok_or("missing host")?;
+            let default_port = if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            let port = authority.port_u16().unwrap_or(default_port);
+            let host = authority.host();
+            let mut here = Vec::new();
+            if let Some(service) = host.strip_prefix("srv+") {
+                let server = dns::server(discovery.server)?;
+                for record in dns::lookup(server, service, dns::RecordType::Srv, timeout).await? {
+                    if let dns::Record::Srv { target, port } = record {
+                        for ip in addresses(discovery, &target, timeout).await? {
+                            here.push(Found {
+                                addr: std::net::SocketAddr::new(ip, port),
+                                host: format!("{target}:{port}"),
+                            });
+                        }
+                    }
+                }
+            } else {
+                for ip in addresses(discovery, host, timeout).await? {
+                    here.push(Found {
+                        addr: std::net::SocketAddr::new(ip, port),
+                        host: authority.as_str().to_string(),
+                    });
+                }
+            }
+            here.sort_by_key(|f| f.addr);
+            for f in here {
+                if !found.iter().any(|seen| seen.addr == f.addr) {
+                    found.push(f);
+                }
+            }
+        }
+        if found.len() > MAX_BACKENDS {
+            tracing::warn!(
+                "{} backends: discovery found {} addresses; using the first {MAX_BACKENDS}",
+                self.direction,
+                found.len()
+            );
+            found.truncate(MAX_BACKENDS);
+        }
+        Ok(found)
+    }
+
+    /// A backend at a discovered address, asked for (and verified as) the name it was found under.
+    fn discovered(&self, found: &Found) -> Result<Upstream, String> {
+        let scheme = self
+            .given
+            .first()
+            .and_then(|u| u.split_once("://"))
+            .map_or("http", |(s, _)| s);
+        let url = format!("{scheme}://{}{}", found.addr, self.base_path());
+        let mut tls = self.tls.clone();
+        let name = found
+            .host
+            .rsplit_once(':')
+            .map_or(found.host.as_str(), |(h, _)| h);
+        if tls.server_name.is_none() {
+            tls.server_name = Some(
+                name.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            );
+        }
+        let mut upstream = Upstream::new(&url, &tls, self.timeout, self.idle_timeout)?;
+        upstream.host = HeaderValue::from_str(&found.host).map_err(|e| e.to_string())?;
+        Ok(upstream)
+    }
+}
+
+/// The addresses of `name`: an IP literal as is; from `-dns.server` when set (A and AAAA); else the
+/// system's resolver (`/etc/hosts`, then DNS).
+async fn addresses(
+    discovery: &crate::flags::Discovery,
+    name: &str,
+    timeout: Duration,
+) -> Result<Vec<std::net::IpAddr>, String> {
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse() {
+        return Ok(vec![ip]);
+    }
+    let mut ips = Vec::new();
+    match discovery.server {
+        Some(server) => {
+            for kind in [dns::RecordType::A, dns::RecordType::Aaaa] {
+                match dns::lookup(server, name, kind, timeout).await {
+                    Ok(records) => ips.extend(records.into_iter().filter_map(|r| match r {
+                        dns::Record::Addr(ip) => Some(ip),
+                        dns::Record::Srv { .. } => None,
+                    })),
+                    // A name with only IPv4 addresses may answer AAAA with an error.
+                    Err(e) if kind == dns::RecordType::A => return Err(e),
+                    Err(_) => {}
+                }
+            }
+        }
+        None => {
+            let resolved = tokio::time::timeout(timeout, tokio::net::lookup_host((bare, 0)))
+                .await
+                .map_err(|_| format!("resolving {name} took longer than {timeout:?}"))?
+                .map_err(|e| format!("cannot resolve {name}: {e}"))?;
+            ips.extend(resolved.map(|a| a.ip()));
+        }
+    }
+    Ok(ips)
+}
+
 /// What a failed request whose body cannot go again is told: a status senders retry.
 fn unavailable(error: GatewayError) -> GatewayError {
     match error.kind {
@@ -348,6 +592,9 @@ async fn probe(
     let limit = every.max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
+        if backend.removed.load(Ordering::Relaxed) {
+            return;
+        }
         let mut body = RequestBody::Empty;
         let answered = backend
             .upstream

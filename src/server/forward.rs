@@ -122,7 +122,7 @@ impl Gateway {
             )
         };
         upstream
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| GatewayError::new(ErrorKind::NotFound, missing))
     }
 

@@ -3,16 +3,8 @@ use crate::flags::UpstreamTls;
 use proptest::prelude::*;
 
 fn pool(n: usize, policy: Policy) -> Backends {
-    let upstreams = (0..n)
-        .map(|i| {
-            Upstream::new(
-                &format!("http://127.0.0.1:{}", 10_000 + i),
-                &UpstreamTls::default(),
-                Duration::from_secs(1),
-                Duration::from_secs(1),
-            )
-            .unwrap()
-        })
+    let urls: Vec<String> = (0..n)
+        .map(|i| format!("http://127.0.0.1:{}", 10_000 + i))
         .collect();
     let balance = Balance {
         policy,
@@ -20,50 +12,58 @@ fn pool(n: usize, policy: Policy) -> Backends {
         retry_statuses: vec![503],
         max_body_to_retry: 1 << 20,
         retry_buffer: 1 << 30,
+        discovery: None,
     };
+    let timeouts = (Duration::from_secs(1), Duration::from_secs(1));
     Backends::new(
         "read",
-        upstreams,
+        &urls,
+        &UpstreamTls::default(),
+        timeouts,
         balance,
         "/health",
-        Duration::from_secs(1),
     )
+    .unwrap()
 }
 
 fn set_down(p: &Backends, i: usize, since: u64) {
-    p.set[i].down_since.store(since, Ordering::Relaxed);
+    p.set.load()[i].down_since.store(since, Ordering::Relaxed);
+}
+
+fn choose(p: &Backends, tried: u64) -> Option<usize> {
+    p.choose(&p.set.load(), tried)
 }
 
 #[test]
 fn least_loaded_spreads_an_idle_pool_round_robin() {
     let p = pool(3, Policy::LeastLoaded);
-    let picks: Vec<usize> = (0..6).map(|_| p.choose(0).unwrap()).collect();
+    let picks: Vec<usize> = (0..6).map(|_| choose(&p, 0).unwrap()).collect();
     assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
 }
 
 #[test]
 fn least_loaded_takes_the_fewest_in_flight() {
     let p = pool(3, Policy::LeastLoaded);
-    p.set[0].in_flight.store(5, Ordering::Relaxed);
-    p.set[1].in_flight.store(2, Ordering::Relaxed);
-    p.set[2].in_flight.store(3, Ordering::Relaxed);
+    p.set.load()[0].in_flight.store(5, Ordering::Relaxed);
+    p.set.load()[1].in_flight.store(2, Ordering::Relaxed);
+    p.set.load()[2].in_flight.store(3, Ordering::Relaxed);
     for _ in 0..5 {
-        assert_eq!(p.choose(0), Some(1));
+        assert_eq!(choose(&p, 0), Some(1));
     }
 }
 
 #[test]
 fn first_available_keeps_to_the_first_healthy_backend() {
     let p = pool(3, Policy::FirstAvailable);
-    p.set[0].in_flight.store(100, Ordering::Relaxed);
+    p.set.load()[0].in_flight.store(100, Ordering::Relaxed);
     assert_eq!(
-        p.choose(0),
+        choose(&p, 0),
         Some(0),
         "spares stay idle however busy the first is"
     );
     set_down(&p, 0, 5);
-    assert_eq!(p.choose(0), Some(1));
-    assert_eq!(p.choose(0b10), Some(2), "a retry goes to the next spare");
+    assert_eq!(choose(&p, 0), Some(1));
+    assert_eq!(choose(&p, 0b10), Some(2), "a retry goes to the next spare");
 }
 
 #[test]
@@ -72,18 +72,18 @@ fn down_backends_are_skipped_and_the_oldest_failure_is_the_last_resort() {
     set_down(&p, 0, 10);
     set_down(&p, 2, 20);
     for _ in 0..4 {
-        assert_eq!(p.choose(0), Some(1));
+        assert_eq!(choose(&p, 0), Some(1));
     }
     set_down(&p, 1, 30);
     assert_eq!(
-        p.choose(0),
+        choose(&p, 0),
         Some(0),
         "every one down: the one that failed longest ago"
     );
-    assert_eq!(p.choose(0b001), Some(2));
-    assert_eq!(p.choose(0b101), Some(1));
+    assert_eq!(choose(&p, 0b001), Some(2));
+    assert_eq!(choose(&p, 0b101), Some(1));
     assert_eq!(
-        p.choose(0b111),
+        choose(&p, 0b111),
         None,
         "each backend at most once per request"
     );
@@ -93,17 +93,18 @@ fn down_backends_are_skipped_and_the_oldest_failure_is_the_last_resort() {
 fn one_backend_is_always_used_once() {
     let p = pool(1, Policy::LeastLoaded);
     set_down(&p, 0, 1);
-    assert_eq!(p.choose(0), Some(0));
-    assert_eq!(p.choose(1), None);
+    assert_eq!(choose(&p, 0), Some(0));
+    assert_eq!(choose(&p, 1), None);
 }
 
 #[test]
 fn failures_mark_down_once_and_count() {
     let p = pool(2, Policy::LeastLoaded);
-    p.failed(&p.set[0].clone(), "test");
-    p.failed(&p.set[0].clone(), "test");
+    let set = p.set.load_full();
+    p.failed(&set, &set[0], "test");
+    p.failed(&set, &set[0], "test");
     assert_eq!(p.up(), (1, 2));
-    assert_eq!(p.set[0].errors.load(Ordering::Relaxed), 2);
+    assert_eq!(set[0].errors.load(Ordering::Relaxed), 2);
     let mut text = String::new();
     p.render(&mut text);
     assert!(
@@ -127,11 +128,11 @@ proptest! {
         let p = pool(n, if first { Policy::FirstAvailable } else { Policy::LeastLoaded });
         for i in 0..n {
             set_down(&p, i, down[i]);
-            p.set[i].in_flight.store(load[i], Ordering::Relaxed);
+            p.set.load()[i].in_flight.store(load[i], Ordering::Relaxed);
         }
         let mut tried = 0u64;
         let mut seen = Vec::new();
-        while let Some(i) = p.choose(tried) {
+        while let Some(i) = choose(&p, tried) {
             prop_assert!(tried & (1 << i) == 0, "backend {} chosen twice", i);
             let healthy_left = (0..n).any(|j| tried & (1 << j) == 0 && down[j] == 0);
             if healthy_left && n > 1 {
