@@ -166,13 +166,19 @@ const issuer = (process.env.IDP_ISSUER || `http://127.0.0.1:${actualPort}${proce
   .replace(/\/$/, '');
 const prefix = new URL(issuer).pathname.replace(/\/$/, ''); // '' or e.g. '/realms/master'
 
+// Progress on stderr: when a start is slow, the log says which step it was in.
+const step = (what) => process.stderr.write(`idp: ${new Date().toISOString()} ${what}\n`);
+step(`listening socket bound on port ${actualPort}; loading oidc-provider`);
 const { default: Provider, errors: oidcErrors } = await loadOidcProvider();
+step('oidc-provider loaded; loading or generating keys');
 
 const ttlFor = (clientId) => Number(clientExtras.get(clientId)?.token_ttl ?? defaultTtl);
 
+const jwks = loadKeys();
+step('keys ready; creating the provider');
 const provider = new Provider(issuer, {
   clients,
-  jwks: loadKeys(),
+  jwks,
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   claims: { openid: ['sub'], profile: ['name', 'preferred_username'] },
   scopes: ['openid', 'profile', 'offline_access'],
