@@ -42,13 +42,14 @@ def main():
     print("| target | req/s | vs nginx | p50 ms | p99 ms | p99.9 ms | non-2xx+sock err | load 1m |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     order = ["direct", "nginx", "hyper-bare", "tg-rs256", "base-rs256", "tg-1worker", "tg-es256", "tg-nocache", "tg-rotate", "nginx-post",
-             "tg-post", "base-post", "nginx-write", "tg-write", "tg-grants", "tg-rl-rs256", "tg-rl-write", "tg-rlc-write",
-             "tg-prom-post", "tg-prom-write", "paced-nginx", "paced-tg"]
+             "tg-post", "base-post", "nginx-write", "tg-write", "base-write", "tg-grants", "tg-rl-rs256", "tg-rl-write", "tg-rlc-write",
+             "tg-prom-post", "tg-prom-write", "tg-2read", "tg-2write", "paced-nginx", "paced-tg"]
     for t in order:
         if t not in rows:
             continue
         ref = {"tg-write": "nginx-write", "nginx-write": "nginx-write", "tg-rl-write": "nginx-write",
-               "tg-rlc-write": "nginx-write", "tg-prom-write": "nginx-write",
+               "tg-rlc-write": "nginx-write", "tg-prom-write": "nginx-write", "base-write": "nginx-write",
+               "tg-2write": "nginx-write",
                "tg-prom-post": "nginx-post"}.get(t, "nginx")
         rps = mean(t, "rps")
         errs = sum(rows[t][r]["non2xx"] + rows[t][r]["sockerr"] for r in rounds)
@@ -90,6 +91,10 @@ def main():
     ratio_check("rate limits, single-node remote write with row counting (vs tg-write)", "tg-rl-write", "tg-write", 0.75)
     ratio_check("PromQL-enforced range query, POST (vs nginx POST)", "tg-prom-post", "nginx-post", 0.8)
     ratio_check("PromQL-enforced range query (vs tg-post, VictoriaMetrics path)", "tg-prom-post", "tg-post", 0.9)
+    ratio_check("one backend, cached reads (vs the baseline binary)", "tg-rs256", "base-rs256", 0.98)
+    ratio_check("one backend, remote write (vs the baseline binary)", "tg-write", "base-write", 0.98)
+    ratio_check("two backends, cached reads (vs one)", "tg-2read", "tg-rs256", 1.0)
+    ratio_check("two backends, remote write (vs one)", "tg-2write", "tg-write", 1.0)
     if "tg-prom-write" in rows:
         # No same-run baseline does this job (nginx only relays bytes; prom-label-proxy has no remote
         # write): report the throughput, which is CPU-bound decoding and re-encoding of every body.
