@@ -53,6 +53,16 @@ pub enum RequestBody {
     Full(Bytes),
     /// The client's body, streamed behind the size limit.
     Stream(Limited<ClientBody>),
+    /// The client's body read whole as it arrived (a write held for a retry on another backend): its
+    /// frames, shared rather than copied into one buffer.
+    Chunks(Vec<Bytes>),
+}
+
+impl RequestBody {
+    /// Whether the body can be sent again (held whole).
+    pub fn repeatable(&self) -> bool {
+        !matches!(self, RequestBody::Stream(_))
+    }
 }
 
 /// Bodies up to this size leave in the same write as the head.
@@ -112,32 +122,29 @@ struct Failed {
 }
 
 /// A request ready for the backends of its direction: the client's headers cleaned, ours added, the
-/// head encoded once. For a direction with one backend the head is complete (`Host` and a small body
-/// in it), as it always was; with several, each backend puts its own `Host` in at `line_end`.
+/// head encoded once with the first backend's `Host` (and a small body held whole after it). A retry on
+/// another backend only puts that backend's `Host` in (`host`).
 pub(crate) struct Prepared {
     method: Method,
-    /// Request line, headers and framing; `Host` only when `complete`.
+    /// Request line, headers (with `Host`), framing, and a coalesced body.
     head: Vec<u8>,
-    /// Where the request line ends in `head`.
-    line_end: usize,
+    /// Where the `Host` value is in `head`.
+    host: std::ops::Range<usize>,
     length: BodyLength,
-    /// `head` is the whole head for the one backend, to be sent as is.
-    complete: bool,
-    /// A small body held whole is already at the end of a complete `head`.
+    /// A small body held whole is already at the end of `head`.
     coalesced: bool,
 }
 
 impl Prepared {
     /// Cleans `parts` for a backend (see [`clean_request_headers`]), adds `X-Forwarded-For` and the
-    /// tenant header, and encodes the head for `target` (origin form) and `body`; with `host` (a
-    /// direction with one backend), the head is complete.
+    /// tenant header, and encodes the head for `target` (origin form), `body` and `host`.
     pub(crate) fn new(
         mut parts: http::request::Parts,
         target: &str,
         body: &RequestBody,
         client: &ClientIp,
         own: OwnHeaders<'_>,
-        host: Option<&HeaderValue>,
+        host: &HeaderValue,
     ) -> Result<Prepared, GatewayError> {
         if !wire::valid_target(target) {
             return Err(GatewayError::new(
@@ -152,59 +159,63 @@ impl Prepared {
         }
         append_forwarded_for(&mut parts.headers, client);
         let length = body_length(&parts.method, body);
-        let mut head = Vec::with_capacity(512);
-        wire::encode_head(&mut head, &parts.method, target, &parts.headers, length);
-        let line_end = head
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(head.len(), |i| i + 2);
-        let mut coalesced = false;
-        if let Some(host) = host {
-            let rest = head.split_off(line_end);
-            push_host(&mut head, host);
-            head.extend_from_slice(&rest);
-            if let RequestBody::Full(bytes) = body {
-                if bytes.len() <= COALESCE {
-                    head.extend_from_slice(bytes);
-                    coalesced = true;
-                }
+        let mut prepared = Prepared::encode(&parts.method, target, &parts.headers, length, host);
+        if let RequestBody::Full(bytes) = body {
+            if bytes.len() <= COALESCE {
+                prepared.head.extend_from_slice(bytes);
+                prepared.coalesced = true;
             }
         }
-        Ok(Prepared {
-            method: parts.method,
-            head,
-            line_end,
-            length,
-            complete: host.is_some(),
-            coalesced,
-        })
+        Ok(prepared)
     }
 
-    /// A bare `GET path` for health probes, for any backend.
-    pub(crate) fn probe(path: &str) -> Prepared {
-        let mut head = Vec::with_capacity(64);
-        wire::encode_head(
-            &mut head,
+    /// A bare `GET path` for health probes of the backend at `host`.
+    pub(crate) fn probe(path: &str, host: &HeaderValue) -> Prepared {
+        Prepared::encode(
             &Method::GET,
             path,
             &HeaderMap::new(),
             BodyLength::None,
+            host,
+        )
+    }
+
+    fn encode(
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        length: BodyLength,
+        host: &HeaderValue,
+    ) -> Prepared {
+        let mut head = Vec::with_capacity(512);
+        let at = wire::encode_head_for(
+            &mut head,
+            method,
+            target,
+            Some(host.as_bytes()),
+            headers,
+            length,
         );
         Prepared {
-            method: Method::GET,
-            line_end: head.len() - 2,
+            method: method.clone(),
             head,
-            length: BodyLength::None,
-            complete: false,
+            host: at,
+            length,
             coalesced: false,
         }
     }
-}
 
-fn push_host(head: &mut Vec<u8>, host: &HeaderValue) {
-    head.extend_from_slice(b"host: ");
-    head.extend_from_slice(host.as_bytes());
-    head.extend_from_slice(b"\r\n");
+    /// The head for the backend at `host`: as encoded, or with `host` put in.
+    fn head_for(&self, host: &HeaderValue) -> std::borrow::Cow<'_, [u8]> {
+        if &self.head[self.host.clone()] == host.as_bytes() {
+            return std::borrow::Cow::Borrowed(&self.head);
+        }
+        let mut head = Vec::with_capacity(self.head.len() + host.len());
+        head.extend_from_slice(&self.head[..self.host.start]);
+        head.extend_from_slice(host.as_bytes());
+        head.extend_from_slice(&self.head[self.host.end..]);
+        std::borrow::Cow::Owned(head)
+    }
 }
 
 /// Why one backend did not answer a request.
@@ -273,35 +284,18 @@ impl Upstream {
         tap: &mut Tap,
         timeout: Duration,
     ) -> Result<(Response<BackendBody>, Duration), Failure> {
+        let head = request.head_for(&self.host);
         let mut coalesced = RequestBody::Empty;
-        let mut built = Vec::new();
-        let (head, body) = if request.complete {
-            let body = if request.coalesced {
-                &mut coalesced
-            } else {
-                body
-            };
-            (&request.head[..], body)
+        let body = if request.coalesced {
+            &mut coalesced
         } else {
-            built.reserve(request.head.len() + self.host.len() + COALESCE.min(1024));
-            built.extend_from_slice(&request.head[..request.line_end]);
-            push_host(&mut built, &self.host);
-            built.extend_from_slice(&request.head[request.line_end..]);
-            // A small body held whole leaves in the same write as the head (and goes again with it).
-            let body = match body {
-                RequestBody::Full(bytes) if bytes.len() <= COALESCE => {
-                    built.extend_from_slice(bytes);
-                    &mut coalesced
-                }
-                other => other,
-            };
-            (&built[..], body)
+            body
         };
         let streams = matches!(body, RequestBody::Stream(_));
         let started = Instant::now();
         match tokio::time::timeout(
             timeout,
-            self.exchange(&request.method, head, body, request.length, tap),
+            self.exchange(&request.method, &head, body, request.length, tap),
         )
         .await
         {
@@ -408,6 +402,9 @@ fn body_length(method: &Method, body: &RequestBody) -> BodyLength {
     let empty = match body {
         RequestBody::Empty => true,
         RequestBody::Full(bytes) => return BodyLength::Known(bytes.len() as u64),
+        RequestBody::Chunks(chunks) => {
+            return BodyLength::Known(chunks.iter().map(|c| c.len() as u64).sum())
+        }
         RequestBody::Stream(stream) => {
             if stream.is_end_stream() {
                 true
@@ -459,9 +456,8 @@ async fn attempt(
         Err(error) => {
             // A connection closed with no byte of answer: the backend dropped an idle connection
             // just as it was taken. Bodies held whole can go again; a streamed one is used up.
-            let repeatable = conn.buf.is_empty()
-                && matches!(error, SendError::Io(_))
-                && !matches!(body, RequestBody::Stream(_));
+            let repeatable =
+                conn.buf.is_empty() && matches!(error, SendError::Io(_)) && body.repeatable();
             Err(Failed { error, repeatable })
         }
     }
@@ -481,6 +477,12 @@ async fn send_request(
         RequestBody::Full(bytes) => {
             conn.io.write_all(head).await.map_err(io_error(false))?;
             conn.io.write_all(bytes).await.map_err(io_error(false))?;
+        }
+        RequestBody::Chunks(chunks) => {
+            conn.io.write_all(head).await.map_err(io_error(false))?;
+            for chunk in chunks.iter() {
+                conn.io.write_all(chunk).await.map_err(io_error(false))?;
+            }
         }
         RequestBody::Stream(stream) => {
             conn.io.write_all(head).await.map_err(io_error(false))?;

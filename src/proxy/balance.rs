@@ -52,7 +52,9 @@ pub struct Backends {
     tls: UpstreamTls,
     idle_timeout: Duration,
     balance: Balance,
-    /// Where `least_loaded` starts looking, advanced by every choice.
+    /// The backends given, when there is no discovery (then `set` never changes).
+    fixed: Vec<Arc<Backend>>,
+    /// Where `least_loaded` starts looking, advanced by every choice: ties go round-robin.
     next: AtomicUsize,
     /// What a probe asks for.
     probe_path: &'static str,
@@ -138,12 +140,13 @@ impl Backends {
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Backends {
             direction,
+            fixed: set.clone(),
+            next: AtomicUsize::new(0),
             set: ArcSwap::from_pointee(set),
             given: urls.to_vec(),
             tls: tls.clone(),
             idle_timeout,
             balance,
-            next: AtomicUsize::new(0),
             probe_path,
             timeout,
             retries: AtomicU64::new(0),
@@ -182,17 +185,41 @@ impl Backends {
         own: OwnHeaders<'_>,
     ) -> Forwarded {
         // The set this request started with: a backend discovery removes meanwhile still answers it.
-        let set = self.set.load_full();
-        let only = (set.len() == 1).then(|| set[0].upstream.host());
-        let request =
-            Prepared::new(parts, &target, &body, client, own, only).map_err(|e| (None, e))?;
-        if let RequestBody::Full(bytes) = &body {
-            tap.observe(bytes);
+        // Without discovery the set never changes and is read without touching a shared count.
+        let discovered;
+        let set: &[Arc<Backend>] = match &self.balance.discovery {
+            None => &self.fixed,
+            Some(_) => {
+                discovered = self.set.load_full();
+                &discovered
+            }
+        };
+        let Some(first) = self.choose(set, 0) else {
+            return Err((
+                Some(UpstreamError::Connect),
+                GatewayError::new(ErrorKind::BadGateway, "no backend is known yet"),
+            ));
+        };
+        // The head is encoded once, for the first backend; a retry only puts another `Host` in.
+        let request = Prepared::new(
+            parts,
+            &target,
+            &body,
+            client,
+            own,
+            set[first].upstream.host(),
+        )
+        .map_err(|e| (None, e))?;
+        match &body {
+            RequestBody::Full(bytes) => tap.observe(bytes),
+            RequestBody::Chunks(chunks) => chunks.iter().for_each(|c| tap.observe(c)),
+            _ => {}
         }
         let deadline = Instant::now() + self.timeout;
         let mut tried = 0u64;
         let mut last: Option<Forwarded> = None;
-        while let Some(i) = self.choose(&set, tried) {
+        let mut next = Some(first);
+        while let Some(i) = next.take().or_else(|| self.choose(set, tried)) {
             tried |= 1 << i;
             if last.is_some() {
                 self.retries.fetch_add(1, Ordering::Relaxed);
@@ -208,14 +235,14 @@ impl Backends {
                 let _in_flight = InFlight(&backend.in_flight);
                 backend.upstream.send(&request, &mut body, tap, left).await
             };
-            let can_go_again = |body: &RequestBody| !matches!(body, RequestBody::Stream(_));
+            let can_go_again = RequestBody::repeatable;
             match sent {
                 Ok((response, took)) => {
                     let status = response.status().as_u16();
                     if !self.balance.retry_statuses.contains(&status) {
                         return Ok((response, took));
                     }
-                    self.failed(&set, backend, &format!("it answered {status}"));
+                    self.failed(set, backend, &format!("it answered {status}"));
                     if !can_go_again(&body) {
                         return Ok((response, took));
                     }
@@ -226,7 +253,7 @@ impl Backends {
                     error,
                     body_intact,
                 }) => {
-                    self.failed(&set, backend, &error.message);
+                    self.failed(set, backend, &error.message);
                     if !body_intact {
                         return Err((Some(kind), unavailable(error)));
                     }
@@ -260,6 +287,8 @@ impl Backends {
             return untried(0).then_some(0);
         }
         let start = match self.balance.policy {
+            // One counter per pool, so its requests alternate exactly (a counter per thread, tried,
+            // spread a pool's few writes unevenly among the others' reads).
             Policy::LeastLoaded => self.next.fetch_add(1, Ordering::Relaxed) % n,
             Policy::FirstAvailable => 0,
         };
@@ -588,7 +617,7 @@ async fn probe(
     path: &'static str,
     every: Duration,
 ) {
-    let request = Prepared::probe(path);
+    let request = Prepared::probe(path, backend.upstream.host());
     let limit = every.max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;

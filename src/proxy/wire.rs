@@ -43,10 +43,31 @@ pub fn encode_head(
     headers: &HeaderMap,
     length: BodyLength,
 ) {
+    encode_head_for(out, method, target, None, headers, length);
+}
+
+/// [`encode_head`] with `host` as the first header (the caller has removed any other `Host`); returns
+/// where the host value is in `out`, so another can be put in its place.
+pub fn encode_head_for(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    host: Option<&[u8]>,
+    headers: &HeaderMap,
+    length: BodyLength,
+) -> std::ops::Range<usize> {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut at = out.len()..out.len();
+    if let Some(host) = host {
+        out.extend_from_slice(b"host: ");
+        let start = out.len();
+        out.extend_from_slice(host);
+        at = start..out.len();
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
@@ -67,6 +88,7 @@ pub fn encode_head(
         BodyLength::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
+    at
 }
 
 /// True when `target` can go on a request line as is: not empty, starts with `/`, and has no byte

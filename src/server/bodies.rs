@@ -63,22 +63,39 @@ pub async fn whole_write_body(
     read_whole(Limited::new(body, max as usize)).await
 }
 
-/// A streamed write body read whole (for a retry on another backend), behind its size limit.
-pub async fn read_whole(stream: Limited<ClientBody>) -> Result<Bytes, GatewayError> {
+/// A streamed write body read to its end as its frames (shared, not copied), behind its size limit:
+/// held for a retry on another backend.
+pub async fn read_chunks(mut stream: Limited<ClientBody>) -> Result<Vec<Bytes>, GatewayError> {
+    let mut chunks = Vec::new();
+    while let Some(frame) = stream.frame().await {
+        let frame = frame.map_err(|e| body_error(&*e))?;
+        if let Ok(data) = frame.into_data() {
+            if !data.is_empty() {
+                chunks.push(data);
+            }
+        }
+    }
+    Ok(chunks)
+}
+
+/// A streamed write body read whole into one buffer, behind its size limit.
+async fn read_whole(stream: Limited<ClientBody>) -> Result<Bytes, GatewayError> {
     stream
         .collect()
         .await
         .map(|collected| collected.to_bytes())
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                GatewayError::new(
-                    ErrorKind::PayloadTooLarge,
-                    "request body is larger than -maxRequestBodySize",
-                )
-            } else {
-                GatewayError::new(ErrorKind::BadRequest, "could not read the request body")
-            }
-        })
+        .map_err(|e| body_error(&*e))
+}
+
+fn body_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> GatewayError {
+    if e.is::<http_body_util::LengthLimitError>() {
+        GatewayError::new(
+            ErrorKind::PayloadTooLarge,
+            "request body is larger than -maxRequestBodySize",
+        )
+    } else {
+        GatewayError::new(ErrorKind::BadRequest, "could not read the request body")
+    }
 }
 
 /// A read body: empty (streamed as is) or an urlencoded form, read whole and stripped.
