@@ -43,7 +43,7 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     order = ["direct", "nginx", "hyper-bare", "tg-rs256", "base-rs256", "tg-1worker", "tg-es256", "tg-nocache", "tg-rotate", "nginx-post",
              "tg-post", "base-post", "nginx-write", "tg-write", "base-write", "tg-grants", "tg-rl-rs256", "tg-rl-write", "tg-rlc-write",
-             "tg-prom-post", "tg-prom-write", "tg-2read", "tg-2write", "paced-nginx", "paced-tg"]
+             "tg-prom-post", "tg-prom-write", "tg-opaque", "tg-2read", "tg-2write", "paced-nginx", "paced-tg"]
     for t in order:
         if t not in rows:
             continue
@@ -93,6 +93,7 @@ def main():
     ratio_check("PromQL-enforced range query (vs tg-post, VictoriaMetrics path)", "tg-prom-post", "tg-post", 0.9)
     ratio_check("one backend, cached reads (vs the baseline binary)", "tg-rs256", "base-rs256", 0.98)
     ratio_check("one backend, remote write (vs the baseline binary)", "tg-write", "base-write", 0.98)
+    ratio_check("opaque token, cached introspection (vs a cached JWT)", "tg-opaque", "tg-rs256", 0.95)
     ratio_check("two backends, cached reads (vs one)", "tg-2read", "tg-rs256", 1.0)
     ratio_check("two backends, remote write (vs one)", "tg-2write", "tg-write", 1.0)
     if "tg-prom-write" in rows:

@@ -77,6 +77,8 @@ fn cache_hit(c: &mut Criterion) {
         remote_keys: false,
         grants: None,
         grants_override: false,
+        introspection: None,
+        id_token_header: None,
     };
     let auth = Authenticator::new(settings, key_set(&key), true);
     let mut headers = HeaderMap::new();

@@ -56,6 +56,9 @@ pub struct Record {
     /// The token's `client_id` (or `azp`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// How the token was accepted: `jwt`, `introspection` or `id_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<&'static str>,
     /// `account:project` the request went to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,

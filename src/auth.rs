@@ -11,11 +11,18 @@
 //! ([`RefreshSignal`]) and waits, bounded, for the next refresh round before deciding, so the first
 //! tokens signed with a new key are accepted rather than refused with a 401 that some senders (Prometheus)
 //! answer by dropping samples. The refresher, not the request, decides whether a fetch is allowed.
+//!
+//! A bearer token that is not a JWT is opaque: with `-auth.introspection*` it is introspected
+//! ([`introspect`]) and its answer cached by a hash of the token (never the token), one call serving
+//! every concurrent request with that token; with `-auth.idTokenHeader` and no introspection, the ID
+//! token in that header (a JWT, verified like any other) gives the grant instead. [`AuthPath`] says
+//! which of the three accepted a request.
 
 pub mod claims;
 pub mod fetch;
 pub mod grants;
 pub mod grants_file;
+pub mod introspect;
 pub mod jwt;
 pub mod keys;
 
@@ -37,11 +44,38 @@ use grants::Grants;
 use jwt::{VerifyError, VerifyOptions};
 use keys::KeySet;
 
+/// How a request's token was accepted, for metrics and the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthPath {
+    /// A JWT in the bearer header, verified with a key.
+    Jwt = 0,
+    /// An opaque bearer token the identity provider's introspection said is active.
+    Introspection = 1,
+    /// An opaque bearer token beside an ID token (`-auth.idTokenHeader`) verified with a key.
+    IdToken = 2,
+}
+
+impl AuthPath {
+    /// Every path, in metric order.
+    pub const ALL: [AuthPath; 3] = [AuthPath::Jwt, AuthPath::Introspection, AuthPath::IdToken];
+
+    /// The metric label and audit-log value.
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthPath::Jwt => "jwt",
+            AuthPath::Introspection => "introspection",
+            AuthPath::IdToken => "id_token",
+        }
+    }
+}
+
 /// A verified token: what it grants, pre-encoded for the upstream request.
 #[derive(Debug)]
 pub struct Grant {
     /// The claim.
     pub access: Access,
+    /// How the token was accepted.
+    pub via: AuthPath,
     /// Upstream arguments and tenant path, encoded once.
     pub args: GrantArgs,
     /// `sub` and `client_id` of the token, for the audit log.
@@ -74,6 +108,7 @@ impl Grant {
             args: GrantArgs::new(&access),
             identity: Identity::default(),
             access,
+            via: AuthPath::Jwt,
             exp: f64::INFINITY,
             nbf: None,
             generation: 0,
@@ -120,6 +155,19 @@ pub struct AuthSettings {
     pub grants: Option<Arc<ArcSwap<Grants>>>,
     /// `-auth.grantsOverride`: the grants file decides even for tokens that carry `vm_access`.
     pub grants_override: bool,
+    /// `-auth.introspection*`: opaque tokens are introspected, and answers used for the TTL at most.
+    pub introspection: Option<(Arc<introspect::Introspector>, Duration)>,
+    /// `-auth.idTokenHeader`: the ID token beside an opaque access token.
+    pub id_token_header: Option<http::HeaderName>,
+}
+
+/// A cached introspection answer (keyed by the token's SHA-256).
+#[derive(Clone)]
+enum Opaque {
+    /// Active: its grant, until `until` (seconds since the epoch), under key-set `generation`.
+    Active { grant: Arc<Grant>, until: f64 },
+    /// Refused (inactive, or its claims failed a check) until `until`.
+    Refused { error: VerifyError, until: f64 },
 }
 
 /// How long a request whose token names an unknown `kid` waits for the refresh round it asked for. A
@@ -193,6 +241,12 @@ pub struct Authenticator {
     /// 503 (retry) rather than 401 (drop), so senders keep their samples.
     ready: AtomicBool,
     cache: Option<quick_cache::sync::Cache<Box<str>, Arc<Grant>>>,
+    /// Introspection answers by SHA-256 of the token; `Some` with `-auth.introspection*`.
+    opaque: Option<quick_cache::sync::Cache<[u8; 32], Opaque>>,
+    /// Requests accepted, by [`AuthPath`].
+    pub accepted: [AtomicU64; 3],
+    /// Opaque tokens answered from the cache.
+    pub opaque_hits: AtomicU64,
     /// Unknown-`kid` refresh requests to the key fetcher, and its answers.
     pub refresh: RefreshSignal,
     generation: AtomicU64,
@@ -207,6 +261,12 @@ impl Authenticator {
     pub fn new(settings: AuthSettings, keys: KeySet, ready: bool) -> Authenticator {
         let cache =
             (settings.cache_size > 0).then(|| quick_cache::sync::Cache::new(settings.cache_size));
+        // Bounded like the token cache, but never off: it is also what makes concurrent requests with
+        // one new token share one introspection call.
+        let opaque = settings
+            .introspection
+            .as_ref()
+            .map(|_| quick_cache::sync::Cache::new(settings.cache_size.max(1024)));
         let generation = keys.generation;
         let refresh = RefreshSignal::default();
         if !settings.remote_keys {
@@ -217,10 +277,34 @@ impl Authenticator {
             keys: ArcSwap::from_pointee(keys),
             ready: AtomicBool::new(ready),
             cache,
+            opaque,
+            accepted: Default::default(),
+            opaque_hits: AtomicU64::new(0),
             refresh,
             generation: AtomicU64::new(generation),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Appends the series of how tokens were accepted and of introspection.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        for path in AuthPath::ALL {
+            let _ = writeln!(
+                out,
+                "tenantgate_authenticated_requests_total{{via=\"{}\"}} {}",
+                path.label(),
+                self.accepted[path as usize].load(Ordering::Relaxed)
+            );
+        }
+        if let Some((introspector, _)) = &self.settings.introspection {
+            introspector.render(out);
+            let _ = writeln!(
+                out,
+                "tenantgate_introspection_cache_hits_total {}",
+                self.opaque_hits.load(Ordering::Relaxed)
+            );
         }
     }
 
@@ -271,6 +355,28 @@ impl Authenticator {
         headers: &HeaderMap,
     ) -> Result<Arc<Grant>, GatewayError> {
         let token = self.token(headers)?;
+        let jwt = jwt::looks_like_jwt(token);
+        if !jwt {
+            if let Some((introspector, ttl)) = &self.settings.introspection {
+                return self.introspected(introspector, *ttl, token).await;
+            }
+            if let Some(header) = &self.settings.id_token_header {
+                return self.by_id_token(headers, header);
+            }
+        } else if self.settings.introspection.is_some() && !self.checks_signatures() {
+            // Introspection configured without a key source: a JWT could be forged at will.
+            return Err(GatewayError::unauthorized(
+                AuthReason::BadSignature,
+                "JWTs need a key source (-auth.oidcDiscoveryEndpoints, -auth.jwksEndpoints or -auth.publicKeyFiles) on a gateway that introspects opaque tokens",
+            ));
+        }
+        let grant = self.jwt(token).await?;
+        self.accepted[AuthPath::Jwt as usize].fetch_add(1, Ordering::Relaxed);
+        Ok(grant)
+    }
+
+    /// A JWT bearer token, waiting for a key refresh when it names an unknown `kid`.
+    async fn jwt(&self, token: &str) -> Result<Arc<Grant>, GatewayError> {
         self.check_ready()?;
         match self.verify(token) {
             Err(e) if e.unknown_kid.is_some() && self.settings.remote_keys => {}
@@ -288,6 +394,154 @@ impl Authenticator {
         }
     }
 
+    /// An opaque token: the cached answer, or one introspection shared by every request with it.
+    async fn introspected(
+        &self,
+        introspector: &introspect::Introspector,
+        ttl: Duration,
+        token: &str,
+    ) -> Result<Arc<Grant>, GatewayError> {
+        if token.len() > jwt::MAX_TOKEN_LEN {
+            return Err(GatewayError::unauthorized(
+                AuthReason::Malformed,
+                "token is too large",
+            ));
+        }
+        let Some(cache) = &self.opaque else {
+            return Err(GatewayError::new(
+                ErrorKind::Internal,
+                "introspection cache missing",
+            ));
+        };
+        let key: [u8; 32] = {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+            let mut key = [0u8; 32];
+            key.copy_from_slice(digest.as_ref());
+            key
+        };
+        let now = now_seconds();
+        let generation = self.keys.load().generation;
+        let judged = |entry: &Opaque| match entry {
+            Opaque::Active { grant, until } if now < *until && grant.generation == generation => {
+                Some(Ok(grant.clone()))
+            }
+            Opaque::Refused { error, until } if now < *until => Some(Err(error.clone())),
+            _ => None,
+        };
+        // A stale entry is dropped first, so the next step waits for (or makes) a fresh call.
+        if let Some(entry) = cache.get(&key) {
+            if let Some(result) = judged(&entry) {
+                self.opaque_hits.fetch_add(1, Ordering::Relaxed);
+                return self.opaque_result(result);
+            }
+            cache.remove(&key);
+        }
+        let guard = match cache.get_value_or_guard_async(&key).await {
+            Ok(entry) => match judged(&entry) {
+                Some(result) => {
+                    self.opaque_hits.fetch_add(1, Ordering::Relaxed);
+                    return self.opaque_result(result);
+                }
+                None => None,
+            },
+            Err(guard) => Some(guard),
+        };
+        let (entry, result) = match introspector.introspect(token, now, ttl).await {
+            introspect::Introspected::Active(payload) => {
+                match jwt::check_claims(payload, &self.settings.verify, now).and_then(|verified| {
+                    self.grant_of(verified, generation, AuthPath::Introspection)
+                }) {
+                    Ok(grant) => {
+                        let until = grant.exp.min(now + ttl.as_secs_f64());
+                        let entry = Opaque::Active {
+                            grant: grant.clone(),
+                            until,
+                        };
+                        (entry, Ok(grant))
+                    }
+                    Err(error) => {
+                        let until = now + refused_ttl(ttl);
+                        let entry = Opaque::Refused {
+                            error: error.clone(),
+                            until,
+                        };
+                        (entry, Err(error))
+                    }
+                }
+            }
+            introspect::Introspected::Inactive => {
+                let error = VerifyError {
+                    reason: AuthReason::Inactive,
+                    message: "the identity provider says this token is not active (expired, revoked or unknown)".into(),
+                    unknown_kid: None,
+                };
+                let until = now + refused_ttl(ttl);
+                (
+                    Opaque::Refused {
+                        error: error.clone(),
+                        until,
+                    },
+                    Err(error),
+                )
+            }
+            introspect::Introspected::Unavailable(why) => {
+                // Nothing cached: the next request asks again.
+                return Err(GatewayError::new(
+                    ErrorKind::Unavailable,
+                    format!("cannot check this opaque token now ({why}); retry later"),
+                ));
+            }
+        };
+        match guard {
+            Some(guard) => {
+                let _ = guard.insert(entry);
+            }
+            None => cache.insert(key, entry),
+        }
+        self.opaque_result(result)
+    }
+
+    fn opaque_result(
+        &self,
+        result: Result<Arc<Grant>, VerifyError>,
+    ) -> Result<Arc<Grant>, GatewayError> {
+        let grant = result.map_err(|e| self.refusal(e))?;
+        self.accepted[AuthPath::Introspection as usize].fetch_add(1, Ordering::Relaxed);
+        Ok(grant)
+    }
+
+    /// The grant of the ID token in `header` (`-auth.idTokenHeader`), for an opaque bearer token
+    /// without introspection: a JWT verified like any other, cached apart from bearer tokens.
+    fn by_id_token(
+        &self,
+        headers: &HeaderMap,
+        header: &http::HeaderName,
+    ) -> Result<Arc<Grant>, GatewayError> {
+        let mut values = headers.get_all(header).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err(GatewayError::unauthorized(
+                AuthReason::Missing,
+                format!("the bearer token is not a JWT and there is no single {header} header with an ID token"),
+            ));
+        };
+        let id_token = value
+            .to_str()
+            .map(str::trim)
+            .map(|v| match v.get(..7) {
+                Some(p) if p.eq_ignore_ascii_case("bearer ") => v[7..].trim_start(),
+                _ => v,
+            })
+            .map_err(|_| {
+                GatewayError::unauthorized(AuthReason::Malformed, "ID token is not visible ASCII")
+            })?;
+        self.check_ready()?;
+        let grant = self
+            .verify_as(id_token, AuthPath::IdToken)
+            .map_err(|e| self.refusal(e))?;
+        self.accepted[AuthPath::IdToken as usize].fetch_add(1, Ordering::Relaxed);
+        Ok(grant)
+    }
+
     fn check_ready(&self) -> Result<(), GatewayError> {
         if self.is_ready() {
             return Ok(());
@@ -298,39 +552,64 @@ impl Authenticator {
         ))
     }
 
-    /// The cache, then the signature and claims.
+    /// The cache, then the signature and claims, of a bearer JWT.
     fn verify(&self, token: &str) -> Result<Arc<Grant>, VerifyError> {
+        self.verify_as(token, AuthPath::Jwt)
+    }
+
+    /// [`Self::verify`] for a JWT found by `via`; ID tokens are cached under their own keys, so a
+    /// grant is only ever found again by the path that made it.
+    fn verify_as(&self, token: &str, via: AuthPath) -> Result<Arc<Grant>, VerifyError> {
         let now = now_seconds();
         let keys = self.keys.load();
+        let id_key;
+        let key = match via {
+            AuthPath::IdToken => {
+                id_key = format!("id_token\0{token}");
+                id_key.as_str()
+            }
+            _ => token,
+        };
         if let Some(cache) = &self.cache {
-            if let Some(grant) = cache.get(token) {
+            if let Some(grant) = cache.get(key) {
                 if grant.generation == keys.generation && self.is_current(&grant, now) {
                     self.cache_hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(grant);
                 }
-                cache.remove(token);
+                cache.remove(key);
             }
             self.cache_misses.fetch_add(1, Ordering::Relaxed);
         }
         let verified = jwt::verify(token, &keys, &self.settings.verify, now)?;
+        let grant = self.grant_of(verified, keys.generation, via)?;
+        if let Some(cache) = &self.cache {
+            cache.insert(Box::from(key), grant.clone());
+        }
+        Ok(grant)
+    }
+
+    /// The grant of verified claims (a JWT's, or an introspection answer's).
+    fn grant_of(
+        &self,
+        verified: jwt::Verified,
+        generation: u64,
+        via: AuthPath,
+    ) -> Result<Arc<Grant>, VerifyError> {
         let access = self.access_of(&verified)?;
-        let grant = Arc::new(Grant {
+        Ok(Arc::new(Grant {
             args: GrantArgs::new(&access),
             identity: Identity {
                 subject: verified.subject.map(Into::into),
                 client_id: verified.client_id.map(Into::into),
             },
             access,
+            via,
             exp: verified.exp,
             nbf: verified.nbf,
-            generation: keys.generation,
+            generation,
             promql: OnceLock::new(),
             remote_write: OnceLock::new(),
-        });
-        if let Some(cache) = &self.cache {
-            cache.insert(Box::from(token), grant.clone());
-        }
-        Ok(grant)
+        }))
     }
 
     /// What a verified token grants: its `vm_access`, or the grants file's answer for its claims (first,
@@ -375,6 +654,9 @@ impl Authenticator {
             self.keys
                 .rcu(|keys| KeySet::new(keys.keys().to_vec(), generation));
             if let Some(cache) = &self.cache {
+                cache.clear();
+            }
+            if let Some(cache) = &self.opaque {
                 cache.clear();
             }
         }
@@ -437,6 +719,12 @@ impl Authenticator {
     }
 }
 
+/// How long a refusal of an opaque token is remembered: a tenth of the TTL, at most 10 s (a flood of
+/// one made-up token costs one call per that, and a token activated meanwhile is not held back long).
+fn refused_ttl(ttl: Duration) -> f64 {
+    (ttl.as_secs_f64() / 10.0).min(10.0)
+}
+
 fn now_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -469,6 +757,8 @@ mod tests {
             remote_keys: false,
             grants: None,
             grants_override: false,
+            introspection: None,
+            id_token_header: None,
         };
         (pair, Authenticator::new(settings, keys, true))
     }

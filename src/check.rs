@@ -84,6 +84,17 @@ pub fn run(mut config: Config) -> (String, u8) {
     } else {
         let _ = writeln!(out, "keys: none configured: the signature is NOT checked");
     }
+    if !crate::auth::jwt::looks_like_jwt(token) {
+        let _ = writeln!(
+            out,
+            "token: opaque (not a JWT){}",
+            if config.auth.introspection.is_some() {
+                "; asked of the identity provider's introspection endpoint"
+            } else {
+                "; without -auth.introspection* it cannot be checked"
+            }
+        );
+    }
     if let Some(p) = &payload {
         let has_vm_access = p.get("vm_access").is_some();
         let _ = writeln!(
@@ -114,6 +125,7 @@ pub fn run(mut config: Config) -> (String, u8) {
             return (out, 1);
         }
     };
+    let _ = writeln!(out, "accepted via {}", grant.via.label());
     describe(&mut out, &grant.access);
     forwarded(&mut out, &config, &grant.args);
     (out, 0)

@@ -40,11 +40,14 @@ pub enum AuthReason {
     Audience,
     /// No `vm_access` (or `-auth.grantsOverride`) and no grant of `-auth.grantsFile` matches (403).
     NoGrant,
+    /// An opaque token the identity provider's introspection says is not active (expired, revoked,
+    /// made up).
+    Inactive,
 }
 
 impl AuthReason {
     /// Every reason, in the order metrics export them.
-    pub const ALL: [AuthReason; 12] = [
+    pub const ALL: [AuthReason; 13] = [
         AuthReason::Missing,
         AuthReason::Malformed,
         AuthReason::Algorithm,
@@ -57,6 +60,7 @@ impl AuthReason {
         AuthReason::Issuer,
         AuthReason::Audience,
         AuthReason::NoGrant,
+        AuthReason::Inactive,
     ];
 
     /// The metric label value.
@@ -74,6 +78,7 @@ impl AuthReason {
             AuthReason::Issuer => "issuer",
             AuthReason::Audience => "audience",
             AuthReason::NoGrant => "no_grant",
+            AuthReason::Inactive => "inactive",
         }
     }
 

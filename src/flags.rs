@@ -26,7 +26,7 @@ pub mod values;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
-pub use auth::AuthConfig;
+pub use auth::{AuthConfig, IntrospectionConfig};
 pub use backend::{
     BackendConfig, BackendType, Balance, Discovery, Policy, TenantFormat, TenantHeader, UpstreamTls,
 };

@@ -30,6 +30,11 @@ impl SecretValue {
         }))
     }
 
+    /// The secret in force (for sending it, e.g. as a client secret).
+    pub fn value(&self) -> Arc<Vec<u8>> {
+        self.value.load_full()
+    }
+
     /// Whether `given` equals the secret, in time independent of where they differ.
     pub fn matches(&self, given: &[u8]) -> bool {
         constant_time_eq(&self.value.load(), given)

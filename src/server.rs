@@ -496,6 +496,9 @@ impl Gateway {
             None => (0, 0, 0),
         };
         let mut extra = String::new();
+        if let Some(auth) = &self.auth {
+            auth.render(&mut extra);
+        }
         if let Some(audit) = &self.audit {
             audit.render(&mut extra);
         }
@@ -555,6 +558,7 @@ fn fill_record(
     if let Some(grant) = &served.grant {
         record.sub = grant.identity.subject.as_deref().map(String::from);
         record.client_id = grant.identity.client_id.as_deref().map(String::from);
+        record.auth = Some(grant.via.label());
         record.tenant = Some(grant.args.tenant.clone());
         record.labels = grant.access.extra_labels.clone();
         record.filters = grant.access.extra_filters.clone();

@@ -243,6 +243,46 @@ fn load_local(config: &AuthConfig) -> Result<LocalKeys, String> {
     Ok(local)
 }
 
+/// The introspector of `-auth.introspection*`, with its cache TTL; its client secret file is re-read on
+/// every `reload`.
+fn introspector(
+    config: &crate::flags::AuthConfig,
+    reload: &Reload,
+) -> Result<Option<(Arc<super::introspect::Introspector>, Duration)>, String> {
+    let Some(i) = &config.introspection else {
+        return Ok(None);
+    };
+    let secret = crate::secrets::SecretValue::load(
+        &crate::flags::Secret::File(i.secret_file.clone()),
+        "auth.introspectionClientSecretFile",
+    )?;
+    tokio::spawn(secret.clone().watch(reload.subscribe()));
+    let tls = crate::flags::UpstreamTls {
+        ca_file: config.tls_ca_file.clone(),
+        ..Default::default()
+    };
+    let http = crate::outbound::HttpClient::new(&tls, 8, FETCH_TIMEOUT)
+        .map_err(|e| format!("-auth.introspectionEndpoint: {e}"))?;
+    let discovery = match &i.endpoint {
+        Some(endpoint) => {
+            tracing::info!("introspecting opaque tokens at {endpoint}");
+            None
+        }
+        None => config
+            .oidc_discovery_endpoints
+            .first()
+            .map(|u| discovery_url(u)),
+    };
+    let introspector = super::introspect::Introspector::new(
+        i.endpoint.clone(),
+        discovery,
+        i.client_id.clone(),
+        secret,
+        http,
+    );
+    Ok(Some((Arc::new(introspector), i.cache_ttl)))
+}
+
 /// Loads local keys, builds the authenticator, and starts the refresher, which fetches remote sources
 /// and re-reads local key files on every `reload` (SIGHUP).
 pub async fn start(config: &Config, reload: &Reload) -> Result<Started, String> {
@@ -303,6 +343,13 @@ pub async fn start(config: &Config, reload: &Reload) -> Result<Started, String> 
             None => None,
         },
         grants_override: config.grants_override,
+        introspection: introspector(config, reload)?,
+        id_token_header: config
+            .id_token_header
+            .as_deref()
+            .map(|h| http::HeaderName::from_bytes(h.as_bytes()))
+            .transpose()
+            .map_err(|e| format!("-auth.idTokenHeader: {e}"))?,
     };
     let client = http_client(config.tls_ca_file.as_deref())?;
     let now = Instant::now();

@@ -163,6 +163,33 @@ pub fn verify(
     }
 
     let payload = decode_part(payload_b64, "payload")?;
+    check_claims(payload, options, now)
+}
+
+/// Whether `token` has a JWT's shape (three base64url parts separated by dots): such a token is
+/// verified as a JWT, anything else is an opaque token (introspected, `auth::introspect`).
+pub fn looks_like_jwt(token: &str) -> bool {
+    let b64url = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+    };
+    let mut parts = token.split('.');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(h), Some(p), Some(s), None) if b64url(h) && b64url(p) && (s.is_empty() || b64url(s))
+    )
+}
+
+/// The checks on a payload whose origin is trusted (a verified signature, or the identity provider's
+/// own introspection answer): claims, time, issuer, audience, `vm_access` or a grants file.
+pub fn check_claims(
+    payload: Vec<u8>,
+    options: &VerifyOptions,
+    now: f64,
+) -> Result<Verified, VerifyError> {
+    use AuthReason::*;
     let claims = parse_claims(&payload).map_err(|e| match e {
         ClaimError::Payload(_) => VerifyError::new(Malformed, e.to_string()),
         ClaimError::VmAccess(_) => VerifyError::new(BadClaim, e.to_string()),

@@ -31,6 +31,11 @@ pub(super) const FLAGS: &[FlagSpec] = &[
     flag("logInvalidAuthTokens", Kind::Bool, "false", "Whether to log why a request's token was rejected. The token itself is never logged"),
     flag("auth.grantsFile", Kind::String, "", "Path to a YAML file mapping ordinary claims (groups, roles, realm_access.roles, email, hd, ...) to grants in vm_access's layout, for identity providers that cannot issue vm_access (see docs/grants.md). A token with vm_access keeps it unless -auth.grantsOverride; a token no grant matches gets 403. Re-read on SIGHUP and when it changes; a file that no longer parses keeps the grants in force"),
     flag("auth.grantsOverride", Kind::Bool, "false", "Whether -auth.grantsFile decides for every token, even one that carries vm_access"),
+    flag("auth.introspectionEndpoint", Kind::String, "", "RFC 7662 token introspection URL of the identity provider: a bearer token that is not a JWT (an opaque token: Ory Hydra, Authentik, Google, Keycloak lightweight tokens, ...) is sent there, and the claims of an active answer go through the same checks and grants file as a JWT's. Empty with -auth.introspectionClientID set: the introspection_endpoint of the first -auth.oidcDiscoveryEndpoints document. Setting up introspection ends the unverified-JWT compatibility mode: a JWT is then accepted only when a configured or discovered key verifies it"),
+    flag("auth.introspectionClientID", Kind::String, "", "Client id tenantgate authenticates with at the introspection endpoint (client_secret_basic)"),
+    flag("auth.introspectionClientSecretFile", Kind::String, "", "File holding the client secret for -auth.introspectionClientID; re-read on SIGHUP. The secret is never logged or shown in /flags"),
+    flag("auth.introspectionCacheTTL", Kind::Duration, "1m0s", "How long an introspection answer is used: active answers at most this long and never past the token's exp (an answer without exp is trusted for this long only); inactive answers for a tenth of it (at most 10s). A token revoked at the identity provider stops working within this time"),
+    flag("auth.idTokenHeader", Kind::String, "", "Header carrying an OpenID Connect ID token (a JWT), e.g. X-ID-Token as Grafana sends it with \"Forward OAuth identity\": when the bearer token is opaque and no introspection is configured, the ID token, verified with the usual keys, -auth.issuers and -auth.audiences (set it to Grafana's client id), gives the grant. A JWT bearer token is never replaced by it"),
     flag("checkGrants", Kind::String, "", "Check mode: load this grants file, verify -checkToken with the configured keys, print which grant the token gets and what a query and a write would be forwarded as, and exit (0: a grant applies, 1: none or the token is invalid, 2: bad flags or file). The server is not started"),
     secret("checkToken", Kind::String, "", "The token (JWT, with or without Bearer) for -checkGrants; file:// reads it from a file"),
 ];
@@ -76,6 +81,23 @@ pub struct AuthConfig {
     pub grants_override: bool,
     /// `-checkGrants` and `-checkToken`: check mode instead of serving.
     pub check: Option<(PathBuf, Secret)>,
+    /// `-auth.introspection*`: opaque tokens are introspected; `None` when off.
+    pub introspection: Option<IntrospectionConfig>,
+    /// `-auth.idTokenHeader`, lower-case; `None` when off.
+    pub id_token_header: Option<String>,
+}
+
+/// RFC 7662 token introspection.
+#[derive(Debug, Clone)]
+pub struct IntrospectionConfig {
+    /// `-auth.introspectionEndpoint`; `None`: from the first discovery document.
+    pub endpoint: Option<String>,
+    /// `-auth.introspectionClientID`.
+    pub client_id: String,
+    /// `-auth.introspectionClientSecretFile`.
+    pub secret_file: PathBuf,
+    /// `-auth.introspectionCacheTTL`.
+    pub cache_ttl: Duration,
 }
 
 impl AuthConfig {
@@ -90,7 +112,7 @@ impl AuthConfig {
 }
 
 pub(super) fn build(given: &Given) -> Result<AuthConfig, FlagError> {
-    Ok(AuthConfig {
+    let config = AuthConfig {
         enabled: given.get("enable.auth", parse_bool)?,
         header: given.get("auth.httpHeader", parse_header_name)?,
         allow_without_prefix: given.get("auth.httpHeaderAllowWithoutPrefix", parse_bool)?,
@@ -122,5 +144,54 @@ pub(super) fn build(given: &Given) -> Result<AuthConfig, FlagError> {
                 ))
             }
         },
-    })
+        introspection: introspection(given)?,
+        id_token_header: given.get_opt("auth.idTokenHeader", parse_header_name)?,
+    };
+    // Check mode (-checkGrants) turns auth on by itself.
+    if (config.introspection.is_some() || config.id_token_header.is_some())
+        && !config.enabled
+        && config.check.is_none()
+    {
+        return Err(FlagError(
+            "-auth.introspection* and -auth.idTokenHeader need -enable.auth".to_string(),
+        ));
+    }
+    if let Some(i) = &config.introspection {
+        if i.endpoint.is_none() && config.oidc_discovery_endpoints.is_empty() {
+            return Err(FlagError("-auth.introspectionClientID needs -auth.introspectionEndpoint, or -auth.oidcDiscoveryEndpoints whose document names an introspection_endpoint".to_string()));
+        }
+    }
+    if config.id_token_header.is_some() && !config.has_key_sources() {
+        return Err(FlagError("-auth.idTokenHeader needs a key source (-auth.oidcDiscoveryEndpoints, -auth.jwksEndpoints or -auth.publicKeyFiles): an ID token is worth only its signature".to_string()));
+    }
+    if config
+        .id_token_header
+        .as_deref()
+        .is_some_and(|h| h == config.header)
+    {
+        return Err(FlagError(
+            "-auth.idTokenHeader must differ from -auth.httpHeader".to_string(),
+        ));
+    }
+    Ok(config)
+}
+
+fn introspection(given: &Given) -> Result<Option<IntrospectionConfig>, FlagError> {
+    let endpoint = given.get_opt("auth.introspectionEndpoint", parse_http_url)?;
+    let client_id = given.get_opt("auth.introspectionClientID", parse_string)?;
+    let secret_file = given.get_opt("auth.introspectionClientSecretFile", parse_existing_file)?;
+    let cache_ttl = given.get("auth.introspectionCacheTTL", parse_positive_duration)?;
+    match (endpoint, client_id, secret_file) {
+        (None, None, None) => Ok(None),
+        (endpoint, Some(client_id), Some(secret_file)) => Ok(Some(IntrospectionConfig {
+            endpoint,
+            client_id,
+            secret_file,
+            cache_ttl,
+        })),
+        _ => Err(FlagError(
+            "token introspection needs -auth.introspectionClientID and -auth.introspectionClientSecretFile (and -auth.introspectionEndpoint, or a discovery document naming one)"
+                .to_string(),
+        )),
+    }
 }

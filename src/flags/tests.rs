@@ -957,3 +957,31 @@ fn backend_lists() {
     let many: Vec<String> = (0..65).map(|i| format!("http://h{i}:1")).collect();
     assert!(err(&format!("-read.url={}", many.join(","))).contains("at most 64"));
 }
+
+#[test]
+fn introspection_and_id_token_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s").unwrap();
+    let s = secret.display();
+    let c = run(&format!("-enable.auth -read.url=http://a -auth.introspectionEndpoint=https://idp/introspect -auth.introspectionClientID=gw -auth.introspectionClientSecretFile={s}"));
+    let i = c.auth.introspection.unwrap();
+    assert_eq!(i.endpoint.as_deref(), Some("https://idp/introspect"));
+    assert_eq!(i.cache_ttl, Duration::from_secs(60));
+    // From the discovery document.
+    let c = run(&format!("-enable.auth -read.url=http://a -auth.oidcDiscoveryEndpoints=https://idp/.well-known/openid-configuration -auth.introspectionClientID=gw -auth.introspectionClientSecretFile={s}"));
+    assert_eq!(c.auth.introspection.unwrap().endpoint, None);
+    let c = run("-enable.auth -read.url=http://a -auth.jwksEndpoints=https://idp/jwks -auth.idTokenHeader=X-ID-Token");
+    assert_eq!(c.auth.id_token_header.as_deref(), Some("x-id-token"));
+    for (args, named) in [
+        (format!("-enable.auth -read.url=http://a -auth.introspectionClientID=gw -auth.introspectionClientSecretFile={s}"), "needs -auth.introspectionEndpoint"),
+        ("-enable.auth -read.url=http://a -auth.introspectionEndpoint=https://idp/i -auth.introspectionClientID=gw".to_string(), "needs -auth.introspectionClientID and -auth.introspectionClientSecretFile"),
+        (format!("-read.url=http://a -auth.introspectionEndpoint=https://idp/i -auth.introspectionClientID=gw -auth.introspectionClientSecretFile={s}"), "need -enable.auth"),
+        ("-enable.auth -read.url=http://a -auth.idTokenHeader=X-ID-Token".to_string(), "needs a key source"),
+        ("-enable.auth -read.url=http://a -auth.jwksEndpoints=https://idp/jwks -auth.idTokenHeader=Authorization".to_string(), "must differ"),
+        (format!("-enable.auth -read.url=http://a -auth.introspectionEndpoint=https://idp/i -auth.introspectionClientID=gw -auth.introspectionClientSecretFile={s} -auth.introspectionCacheTTL=0s"), "-auth.introspectionCacheTTL"),
+    ] {
+        let message = err(&args);
+        assert!(message.contains(named), "{args}: {message}");
+    }
+}

@@ -24,7 +24,9 @@
 //                         "token_alg": "RS256" | "ES256" | any alg of a key in the keys file (default RS256),
 //                         "token_kid": "...",              sign with this key (default: first key for alg)
 //                         "token_typ": "JWT",              JWT header typ (default at+jwt, RFC 9068)
-//                         "token_ttl": 600 }               access-token lifetime in s (default IDP_TOKEN_TTL)
+//                         "token_ttl": 600,                access-token lifetime in s (default IDP_TOKEN_TTL)
+//                         "token_format": "opaque" }       opaque access tokens for this client (default
+//                                                          IDP_ACCESS_TOKEN_FORMAT, else jwt)
 //                     Any other standard client metadata (token_endpoint_auth_method, response_types, ...)
 //                     is passed to oidc-provider. Defaults: client_secret_basic; response_types [] unless
 //                     grant_types holds authorization_code. Also used for user tokens: token_alg/kid/typ/ttl.
@@ -33,6 +35,10 @@
 //                                         "name": "..." } }
 //                     Access tokens issued to a user carry the user's vm_access (sub = username).
 //   IDP_TOKEN_TTL     default access-token lifetime in seconds (default 600)
+//   IDP_ACCESS_TOKEN_FORMAT  jwt (default) or opaque: opaque access tokens are random strings; the
+//                     introspection endpoint (<issuer>/token/introspection, any confidential client may
+//                     ask) answers with their claims (vm_access, client_id, exp, aud, ...; sub for user
+//                     tokens) or {"active":false}; <issuer>/token/revocation revokes (the token's own client)
 //   IDP_LOG_REQUESTS  when 1, print "idp request METHOD PATH" on stdout for every request (no query string),
 //                     so tests can count how often a client fetched e.g. /jwks
 //
@@ -123,7 +129,7 @@ function loadKeys() {
 }
 
 // Our own per-client fields, kept apart from the metadata given to oidc-provider.
-const OWN_CLIENT_FIELDS = ['vm_access', 'extra_claims', 'token_alg', 'token_kid', 'token_typ', 'token_ttl'];
+const OWN_CLIENT_FIELDS = ['vm_access', 'extra_claims', 'token_alg', 'token_kid', 'token_typ', 'token_ttl', 'token_format'];
 const clientsFile = process.env.IDP_CLIENTS_FILE;
 const clientList = clientsFile ? readJson(clientsFile, 'IDP_CLIENTS_FILE') : [];
 if (!Array.isArray(clientList)) die('IDP_CLIENTS_FILE must hold a JSON array');
@@ -199,7 +205,8 @@ const provider = new Provider(issuer, {
         return {
           scope: 'openid profile',
           audience: RESOURCE,
-          accessTokenFormat: 'jwt',
+          // Opaque access tokens (introspected by their resource server) per client or for all.
+          accessTokenFormat: extras.token_format || process.env.IDP_ACCESS_TOKEN_FORMAT || 'jwt',
           accessTokenTTL: ttlFor(client.clientId),
           jwt: { sign },
         };
