@@ -168,6 +168,9 @@ enum Opaque {
     Active { grant: Arc<Grant>, until: f64 },
     /// Refused (inactive, or its claims failed a check) until `until`.
     Refused { error: VerifyError, until: f64 },
+    /// The provider could not answer; for a second, so requests that waited for that call do not each
+    /// wait for one more (a hanging provider would otherwise hold them in turn).
+    Unavailable { until: f64 },
 }
 
 /// How long a request whose token names an unknown `kid` waits for the refresh round it asked for. A
@@ -425,7 +428,8 @@ impl Authenticator {
             Opaque::Active { grant, until } if now < *until && grant.generation == generation => {
                 Some(Ok(grant.clone()))
             }
-            Opaque::Refused { error, until } if now < *until => Some(Err(error.clone())),
+            Opaque::Refused { error, until } if now < *until => Some(Err(Some(error.clone()))),
+            Opaque::Unavailable { until, .. } if now < *until => Some(Err(None)),
             _ => None,
         };
         // A stale entry is dropped first, so the next step waits for (or makes) a fresh call.
@@ -465,7 +469,7 @@ impl Authenticator {
                             error: error.clone(),
                             until,
                         };
-                        (entry, Err(error))
+                        (entry, Err(Some(error)))
                     }
                 }
             }
@@ -481,15 +485,12 @@ impl Authenticator {
                         error: error.clone(),
                         until,
                     },
-                    Err(error),
+                    Err(Some(error)),
                 )
             }
-            introspect::Introspected::Unavailable(why) => {
-                // Nothing cached: the next request asks again.
-                return Err(GatewayError::new(
-                    ErrorKind::Unavailable,
-                    format!("cannot check this opaque token now ({why}); retry later"),
-                ));
+            // Why is logged by the introspector (once in 10 s).
+            introspect::Introspected::Unavailable(_) => {
+                (Opaque::Unavailable { until: now + 1.0 }, Err(None))
             }
         };
         match guard {
@@ -501,11 +502,18 @@ impl Authenticator {
         self.opaque_result(result)
     }
 
+    /// A grant, a refusal (`Some`), or the provider's silence (`None`: 503, the sender retries).
     fn opaque_result(
         &self,
-        result: Result<Arc<Grant>, VerifyError>,
+        result: Result<Arc<Grant>, Option<VerifyError>>,
     ) -> Result<Arc<Grant>, GatewayError> {
-        let grant = result.map_err(|e| self.refusal(e))?;
+        let grant = result.map_err(|e| match e {
+            Some(e) => self.refusal(e),
+            None => GatewayError::new(
+                ErrorKind::Unavailable,
+                "cannot check this opaque token now: the identity provider's introspection does not answer; retry later",
+            ),
+        })?;
         self.accepted[AuthPath::Introspection as usize].fetch_add(1, Ordering::Relaxed);
         Ok(grant)
     }
