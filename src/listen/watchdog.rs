@@ -148,7 +148,8 @@ impl Activity {
         let over = |since: u64, limit: Duration| {
             !limit.is_zero() && now.saturating_sub(since) > limit.as_millis() as u64
         };
-        if over(0, limits.lifetime) {
+        // A connection already told to end (HTTP/1.1 lifetime) is still judged idle or slow below.
+        if over(0, limits.lifetime) && !self.retiring() {
             return Verdict::Lifetime;
         }
         if self.busy.load(Ordering::Relaxed) > 0 {
