@@ -631,10 +631,12 @@ async fn probe(
             .await;
         match answered {
             Ok((response, _)) if response.status().as_u16() < 500 => {
-                // Read the (small) answer so the connection goes back to the pool.
-                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-                backend.down_since.store(0, Ordering::Relaxed);
+                // The answer's body is not read: a backend that stalls it must not hold the probe
+                // (dropped unread, the connection is closed rather than pooled).
+                drop(response);
+                // `probing` first: a failure right after `down_since` clears must start a new probe.
                 backend.probing.store(false, Ordering::Release);
+                backend.down_since.store(0, Ordering::Relaxed);
                 tracing::info!(
                     "{direction} backend {} is up again: {path} answered",
                     backend.name
