@@ -161,9 +161,18 @@ fn read_name(packet: &[u8], mut at: usize) -> Result<String, String> {
 }
 
 /// The server questions go to: `configured`, else the first `nameserver` of `/etc/resolv.conf`.
-pub fn server(configured: Option<SocketAddr>) -> Result<SocketAddr, String> {
+pub async fn server(configured: Option<&str>) -> Result<SocketAddr, String> {
     if let Some(server) = configured {
-        return Ok(server);
+        if let Ok(addr) = server.parse() {
+            return Ok(addr);
+        }
+        // A name (`consul:8600` in a compose file) is resolved by the system every round, so a
+        // DNS server that moves is followed.
+        return tokio::net::lookup_host(server)
+            .await
+            .map_err(|e| format!("cannot resolve -dns.server {server}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("-dns.server {server} has no address"));
     }
     let conf = std::fs::read_to_string("/etc/resolv.conf")
         .map_err(|e| format!("cannot read /etc/resolv.conf: {e}"))?;

@@ -53,9 +53,6 @@ pub enum RequestBody {
     Full(Bytes),
     /// The client's body, streamed behind the size limit.
     Stream(Limited<ClientBody>),
-    /// The client's body read whole as it arrived (a write held for a retry on another backend): its
-    /// frames, shared rather than copied into one buffer.
-    Chunks(Vec<Bytes>),
 }
 
 impl RequestBody {
@@ -299,6 +296,17 @@ impl Upstream {
         )
         .await
         {
+            // The client sent its body too slowly: no fault of the backend. Senders retry a 504.
+            Err(_) if tap.awaiting_client => Err(Failure {
+                kind: None,
+                error: GatewayError::new(
+                    ErrorKind::GatewayTimeout,
+                    format!(
+                        "the request body did not arrive within {timeout:?} (-upstream.timeout)"
+                    ),
+                ),
+                body_intact: false,
+            }),
             Err(_) => Err(Failure {
                 kind: Some(UpstreamError::Timeout),
                 error: GatewayError::new(
@@ -402,9 +410,6 @@ fn body_length(method: &Method, body: &RequestBody) -> BodyLength {
     let empty = match body {
         RequestBody::Empty => true,
         RequestBody::Full(bytes) => return BodyLength::Known(bytes.len() as u64),
-        RequestBody::Chunks(chunks) => {
-            return BodyLength::Known(chunks.iter().map(|c| c.len() as u64).sum())
-        }
         RequestBody::Stream(stream) => {
             if stream.is_end_stream() {
                 true
@@ -478,17 +483,17 @@ async fn send_request(
             conn.io.write_all(head).await.map_err(io_error(false))?;
             conn.io.write_all(bytes).await.map_err(io_error(false))?;
         }
-        RequestBody::Chunks(chunks) => {
-            conn.io.write_all(head).await.map_err(io_error(false))?;
-            for chunk in chunks.iter() {
-                conn.io.write_all(chunk).await.map_err(io_error(false))?;
-            }
-        }
         RequestBody::Stream(stream) => {
             conn.io.write_all(head).await.map_err(io_error(false))?;
             let chunked = length == BodyLength::Chunked;
             let mut framing = Vec::new();
-            while let Some(frame) = stream.frame().await {
+            loop {
+                tap.awaiting_client = true;
+                let frame = stream.frame().await;
+                tap.awaiting_client = false;
+                let Some(frame) = frame else {
+                    break;
+                };
                 let frame = frame.map_err(|e| (SendError::Body(e), true))?;
                 let Ok(mut data) = frame.into_data() else {
                     continue; // trailers: not forwarded
@@ -694,6 +699,9 @@ pub struct Tap {
     limit: usize,
     /// The body was larger than the limit: the copy is incomplete and must not be used.
     pub overflowed: bool,
+    /// The next frame of a streamed body is being awaited from the client: a timeout now is the
+    /// client's slowness, not the backend's.
+    awaiting_client: bool,
 }
 
 impl Tap {

@@ -10,28 +10,13 @@ use common::*;
 
 /// Timestamps (ms) of the `up` samples vmagent wrote for its self-scrape, straight from VictoriaMetrics.
 fn up_timestamps(vm: &Victoria) -> Vec<i64> {
-    vm.flush();
-    let text = body_text(
-        http_client()
-            .get(format!("{}/api/v1/export", vm.url))
-            .query(&[("match[]", r#"up{job="self"}"#)])
-            .send()
-            .unwrap(),
-    );
     let mut all = Vec::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for (metric, timestamps) in vm.samples(r#"up{job="self"}"#) {
         assert_eq!(
-            v["metric"]["team"], "agents",
+            metric["team"], "agents",
             "the token's label is on every sample"
         );
-        all.extend(
-            v["timestamps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_i64().unwrap()),
-        );
+        all.extend(timestamps);
     }
     all.sort();
     all

@@ -72,6 +72,11 @@ fn scene() -> Scene {
 impl Scene {
     /// A gateway introspecting opaque tokens (endpoint from the discovery document), with `extra` flags.
     fn introspecting(&self, extra: &[&str]) -> Gate {
+        self.introspecting_to(read_write(&self.vm.url), extra)
+    }
+
+    /// The same in front of other backends (`-read.url`, `-write.url` and the like in `backend`).
+    fn introspecting_to(&self, backend: Vec<String>, extra: &[&str]) -> Gate {
         let mut args = vec![
             "-enable.auth".to_string(),
             format!("-auth.oidcDiscoveryEndpoints={}", self.idp.discovery_url()),
@@ -93,7 +98,7 @@ impl Scene {
                     .display()
             ),
         ];
-        args.extend(read_write(&self.vm.url));
+        args.extend(backend);
         args.extend(extra.iter().map(|s| s.to_string()));
         Gate::start(&args)
     }
@@ -233,6 +238,30 @@ fn opaque_tokens_read_and_write_only_their_grant() {
     // Secrets stay secret.
     assert!(!metrics_text(&gate.url).contains("gateway-secret"));
     assert!(!gate.proc.log_text().contains(&agent));
+    // In front of a cluster (the stand-in), the introspected tenant picks the path: the agent's write
+    // lands in tenant 0:0 with its label forced, the reader reads there, nothing reaches another tenant.
+    let cluster = Cluster::start(&["0:0", "0:1"]);
+    let gate = s.introspecting_to(
+        vec![
+            "-clusterMode".into(),
+            format!("-read.url={}", cluster.select_url),
+            format!("-write.url={}", cluster.insert_url),
+        ],
+        &[],
+    );
+    let lines = import_lines(&[(r#"opq_cluster{team="admin"}"#, 1.0)]);
+    assert_eq!(write(&gate, &agent, lines), 204);
+    let stored = cluster.tenants["0:0"].wait_series("opq_cluster", 1);
+    assert_eq!(stored[0]["team"], "agents");
+    cluster.tenants["0:0"].import_text(import_lines(&[(r#"opq_cluster{team="dev"}"#, 2.0)]));
+    cluster.tenants["0:0"].wait_series("opq_cluster", 2);
+    let (status, v) = query(&gate, &reader, "opq_cluster");
+    assert_eq!((status, teams(&v)), (200, vec!["dev".to_string()]), "{v}");
+    for other in [&cluster.tenants["0:1"], &cluster.unknown] {
+        other.flush();
+        assert!(other.series("opq_cluster").is_empty());
+    }
+    assert_eq!(write(&gate, &reader, import_lines(&[("x", 1.0)])), 403);
 }
 
 #[test]

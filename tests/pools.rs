@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -116,19 +116,11 @@ fn up(gate: &Gate, direction: &str, port: u16) -> f64 {
 
 /// Every timestamp of vmagent's own `up` series in `vm`.
 fn self_scrapes(vm: &Victoria) -> Vec<i64> {
-    vm.flush();
-    let text = body_text(
-        http_client()
-            .get(format!("{}/api/v1/export", vm.url))
-            .query(&[("match[]", r#"up{job="self"}"#)])
-            .send()
-            .unwrap(),
-    );
-    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap_or("{}")).unwrap();
-    let mut ts: Vec<i64> = v["timestamps"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|t| t.as_i64()).collect())
-        .unwrap_or_default();
+    let mut ts: Vec<i64> = vm
+        .samples(r#"up{job="self"}"#)
+        .into_iter()
+        .flat_map(|(_, timestamps)| timestamps)
+        .collect();
     ts.sort();
     ts
 }
@@ -401,6 +393,32 @@ fn hanging_503_and_breaking_backends_are_skipped_within_the_timeout() {
     }
     let health = body_text(client.get(format!("{}/health", gate.url)).send().unwrap());
     assert!(health.contains("read backends: 1 of 4 up"), "{health}");
+    // A client that sends its (streamed, chunked) write too slowly runs out the time: it gets a 504
+    // it can retry, and the backend it was streaming to stays up.
+    let mut slow = TcpStream::connect(gate.url.trim_start_matches("http://")).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let head = format!(
+        "POST /api/v1/import/prometheus HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    let line = "pool_slow{i=\"1\"} 1\n";
+    slow.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match slow.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    let health = body_text(client.get(format!("{}/health", gate.url)).send().unwrap());
+    assert!(
+        health.contains("write backends: 1 of 4 up"),
+        "a slow client does not take its backend down: {health}"
+    );
 }
 
 /// A real DNS server (dnsmasq from Debian) on 127.0.0.1:`port`: A records from `hosts` (re-read on

@@ -331,30 +331,6 @@ fn balancer(dir: &Path, gates: &[Gate]) -> (Proc, String) {
     (proc, url)
 }
 
-/// Every timestamp of every series of `selector` in `vm`, per series.
-fn samples(vm: &Victoria, selector: &str) -> Vec<(serde_json::Value, Vec<i64>)> {
-    vm.flush();
-    let text = body_text(
-        http_client()
-            .get(format!("{}/api/v1/export", vm.url))
-            .query(&[("match[]", selector)])
-            .send()
-            .unwrap(),
-    );
-    text.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let ts = v["timestamps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_i64().unwrap())
-                .collect();
-            (v["metric"].clone(), ts)
-        })
-        .collect()
-}
-
 #[test]
 fn vmagent_over_a_rows_limit_gets_429s_and_loses_no_sample() {
     let (backend, datasource) = (Victoria::start(), Victoria::start());
@@ -441,11 +417,12 @@ fn vmagent_over_a_rows_limit_gets_429s_and_loses_no_sample() {
         0.0
     );
     // Every scrape of the target is there, once, for every series.
-    let up: Vec<i64> = samples(&backend, r#"up{job="targets"}"#)
+    let up: Vec<i64> = backend
+        .samples(r#"up{job="targets"}"#)
         .into_iter()
         .flat_map(|(_, ts)| ts)
         .collect();
-    let scraped = samples(&backend, "target_metric");
+    let scraped = backend.samples("target_metric");
     assert_eq!(scraped.len(), 100, "every series arrived");
     let up_values = body_text(
         http_client()
@@ -567,7 +544,7 @@ fn prometheus_answered_503_on_writes_fails_no_sample() {
     for broken in ["broken pipe", "connection reset", "EOF"] {
         assert!(!log.contains(broken), "Prometheus saw '{broken}':\n{log}");
     }
-    let stored = samples(&backend, "target_metric");
+    let stored = backend.samples("target_metric");
     assert_eq!(stored.len(), 100);
 }
 

@@ -18,6 +18,8 @@ use common::*;
 use serde_json::{json, Value};
 
 const MAX_BODY: usize = 64 * 1024;
+/// `-maxFormBodySize` of every scene: query forms over it are refused.
+const MAX_FORM: usize = 16 * 1024;
 
 struct Scene {
     vm: Victoria,
@@ -44,6 +46,7 @@ fn scene(extra: &[String]) -> Scene {
     let mut args = read_write(&vm.url);
     args.extend([
         format!("-maxRequestBodySize={MAX_BODY}"),
+        format!("-maxFormBodySize={MAX_FORM}"),
         "-enable.rateLimit".into(),
         format!("-ratelimit.config={}", limits.display()),
         "-ratelimit.shareUsage=false".into(),
@@ -157,6 +160,17 @@ fn refusals(s: &Scene, size: usize) -> Vec<(&'static str, Value, u16)> {
     let mut delete = write(bearer(&s.writer), w, false);
     delete["method"] = json!("DELETE");
     all.push(("wrong method", delete, 405));
+    if size > MAX_FORM {
+        let mut form = bearer(&s.reader);
+        form["Content-Type"] = json!("application/x-www-form-urlencoded");
+        for (what, chunked) in [
+            ("form over -maxFormBodySize", false),
+            ("form over -maxFormBodySize, chunked", true),
+        ] {
+            let read = write(form.clone(), "/api/v1/query_range", chunked);
+            all.push((what, read, 413));
+        }
+    }
     if size > MAX_BODY {
         all.push((
             "over -maxRequestBodySize",

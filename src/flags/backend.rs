@@ -20,7 +20,7 @@ pub(super) const FLAGS: &[FlagSpec] = &[
     flag("maxRequestBodySizeToRetry", Kind::Size, "1MiB", "Writes with a declared body size up to this are read whole before they are forwarded, so one that fails before any answer can go to another -write.url backend. Larger or chunked bodies stream, and a failure is answered with 502/503, which senders retry. Reads are always retried (their bodies are held whole anyway)"),
     flag("discoverBackendIPs", Kind::Bool, "false", "Whether to resolve the host of every -read.url and -write.url periodically and use each address as a backend (a Kubernetes headless service: one pod, one backend). A host written srv+name (e.g. http://srv+_vminsert._tcp.vminsert.service.consul) asks for SRV records: host and port from each. A backend whose address disappears gets no new requests; those in flight finish. A failed lookup keeps the last good set"),
     flag("discoverBackendIPsInterval", Kind::Duration, "10s", "How often -discoverBackendIPs resolves the backends' names again (answers are not cached beyond it: pods and Consul services answer with TTL 0)"),
-    flag("dns.server", Kind::String, "", "host:port of the DNS server -discoverBackendIPs asks (e.g. Consul's 127.0.0.1:8600), an IP address. By default names are resolved by the system (/etc/hosts, then DNS) and SRV records asked of the first nameserver in /etc/resolv.conf"),
+    flag("dns.server", Kind::String, "", "host:port of the DNS server -discoverBackendIPs asks (e.g. Consul's 127.0.0.1:8600, or consul:8600: a name is resolved by the system every round). By default names are resolved by the system (/etc/hosts, then DNS) and SRV records asked of the first nameserver in /etc/resolv.conf"),
     flag("maxRetryBufferSize", Kind::Size, "256MiB", "The most memory all write bodies held for retries (-maxRequestBodySizeToRetry) take together; a write arriving when it is used up streams and cannot be retried on another backend"),
     flag("read.backendType", Kind::String, "victoriametrics", "What -read.url speaks: victoriametrics (it applies extra_label and extra_filters itself) or prometheus (Prometheus, Thanos Query, Mimir, Cortex: tenantgate rewrites every PromQL query, match[] selector and rules answer to the token's labels)"),
     flag("write.backendType", Kind::String, "victoriametrics", "What -write.url speaks: victoriametrics (every ingestion format; it applies extra_label itself) or prometheus (a remote-write receiver such as Prometheus, Thanos Receive, Mimir or Cortex; -write.url is then the receiver's full remote-write URL, and tenantgate sets the token's labels on every series)"),
@@ -155,8 +155,9 @@ pub struct Balance {
 pub struct Discovery {
     /// `-discoverBackendIPsInterval`.
     pub interval: Duration,
-    /// `-dns.server`; `None`: the system's resolver (and resolv.conf's server for SRV).
-    pub server: Option<std::net::SocketAddr>,
+    /// `-dns.server` (`host:port`, a name resolved by the system every round); `None`: the system's
+    /// resolver (and resolv.conf's server for SRV).
+    pub server: Option<String>,
 }
 
 /// Where requests go.
@@ -306,8 +307,13 @@ fn balance(given: &Given) -> Result<Balance, FlagError> {
             ));
         }
         let server = given.get_opt("dns.server", |text| {
-            text.parse::<std::net::SocketAddr>()
-                .map_err(|_| "expected ip:port, e.g. 127.0.0.1:8600".to_string())
+            let port = text.rsplit_once(':').and_then(|(host, port)| {
+                (!host.is_empty() && !host.contains(',')).then(|| port.parse::<u16>().ok())?
+            });
+            match port {
+                Some(p) if p > 0 => Ok(text.to_string()),
+                _ => Err("expected host:port, e.g. 127.0.0.1:8600 or consul:8600".to_string()),
+            }
         })?;
         Some(Discovery { interval, server })
     } else {

@@ -130,8 +130,11 @@ impl Backends {
         probe_path: &'static str,
     ) -> Result<Backends, String> {
         let (timeout, idle_timeout) = timeouts;
+        // An `srv+` name cannot be dialled: its backends exist only once discovery found them.
+        let dialable = |url: &&String| balance.discovery.is_none() || !is_srv(url);
         let set = urls
             .iter()
+            .filter(dialable)
             .map(|url| {
                 Upstream::new(url, tls, timeout, idle_timeout)
                     .map(Backend::new)
@@ -210,10 +213,8 @@ impl Backends {
             set[first].upstream.host(),
         )
         .map_err(|e| (None, e))?;
-        match &body {
-            RequestBody::Full(bytes) => tap.observe(bytes),
-            RequestBody::Chunks(chunks) => chunks.iter().for_each(|c| tap.observe(c)),
-            _ => {}
+        if let RequestBody::Full(bytes) = &body {
+            tap.observe(bytes);
         }
         let deadline = Instant::now() + self.timeout;
         let mut tried = 0u64;
@@ -221,13 +222,13 @@ impl Backends {
         let mut next = Some(first);
         while let Some(i) = next.take().or_else(|| self.choose(set, tried)) {
             tried |= 1 << i;
-            if last.is_some() {
-                self.retries.fetch_add(1, Ordering::Relaxed);
-            }
             let backend = &set[i];
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
+            }
+            if last.is_some() {
+                self.retries.fetch_add(1, Ordering::Relaxed);
             }
             backend.requests.fetch_add(1, Ordering::Relaxed);
             let sent = {
@@ -253,7 +254,14 @@ impl Backends {
                     error,
                     body_intact,
                 }) => {
-                    self.failed(set, backend, &error.message);
+                    // A retry left with a sliver of the time says little of its backend when
+                    // that runs out: counted as an error, but the backend stays up.
+                    let fair = kind != UpstreamError::Timeout || left >= self.timeout / 2;
+                    if fair {
+                        self.failed(set, backend, &error.message);
+                    } else {
+                        backend.errors.fetch_add(1, Ordering::Relaxed);
+                    }
                     if !body_intact {
                         return Err((Some(kind), unavailable(error)));
                     }
@@ -279,7 +287,9 @@ impl Backends {
         })
     }
 
-    /// The backend for the next attempt of a request that has tried `tried` (bit i: backend i).
+    /// The backend for the next attempt of a request that has tried `tried` (bit i: backend i). A
+    /// retry goes only to a backend that is up: one already known down would make the client wait for
+    /// a second failure (a blackholed backend: the whole connect timeout) for little chance.
     fn choose(&self, set: &[Arc<Backend>], tried: u64) -> Option<usize> {
         let n = set.len();
         let untried = |i: usize| tried & (1 << i) == 0;
@@ -318,7 +328,8 @@ impl Backends {
                 }
             }
         }
-        best.map(|(i, _)| i).or(oldest_down.map(|(i, _)| i))
+        let fallback = oldest_down.filter(|_| tried == 0);
+        best.map(|(i, _)| i).or(fallback.map(|(i, _)| i))
     }
 
     /// Marks `backend` down (if it was up), says so once, and starts its probe.
@@ -402,6 +413,8 @@ impl Backends {
 /// the name its TLS certificate must carry).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Found {
+    /// `http` or `https`, from the URL it was found for.
+    scheme: &'static str,
     addr: std::net::SocketAddr,
     host: String,
 }
@@ -493,29 +506,31 @@ impl Backends {
         for url in &self.given {
             let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
             let authority = uri.authority().ok_or("missing host")?;
-            let default_port = if uri.scheme_str() == Some("https") {
-                443
+            let scheme = if uri.scheme_str() == Some("https") {
+                "https"
             } else {
-                80
+                "http"
             };
+            let default_port = if scheme == "https" { 443 } else { 80 };
             let port = authority.port_u16().unwrap_or(default_port);
             let host = authority.host();
             let mut here = Vec::new();
             if let Some(service) = host.strip_prefix("srv+") {
-                let server = dns::server(discovery.server)?;
-                for record in dns::lookup(server, service, dns::RecordType::Srv, timeout).await? {
-                    if let dns::Record::Srv { target, port } = record {
-                        for ip in addresses(discovery, &target, timeout).await? {
-                            here.push(Found {
-                                addr: std::net::SocketAddr::new(ip, port),
-                                host: format!("{target}:{port}"),
-                            });
-                        }
+                let server = dns::server(discovery.server.as_deref()).await?;
+                let records = dns::lookup(server, service, dns::RecordType::Srv, timeout).await?;
+                for (target, port) in srv_targets(records) {
+                    for ip in addresses(discovery, &target, timeout).await? {
+                        here.push(Found {
+                            scheme,
+                            addr: std::net::SocketAddr::new(ip, port),
+                            host: format!("{target}:{port}"),
+                        });
                     }
                 }
             } else {
                 for ip in addresses(discovery, host, timeout).await? {
                     here.push(Found {
+                        scheme,
                         addr: std::net::SocketAddr::new(ip, port),
                         host: authority.as_str().to_string(),
                     });
@@ -541,12 +556,7 @@ impl Backends {
 
     /// A backend at a discovered address, asked for (and verified as) the name it was found under.
     fn discovered(&self, found: &Found) -> Result<Upstream, String> {
-        let scheme = self
-            .given
-            .first()
-            .and_then(|u| u.split_once("://"))
-            .map_or("http", |(s, _)| s);
-        let url = format!("{scheme}://{}{}", found.addr, self.base_path());
+        let url = format!("{}://{}{}", found.scheme, found.addr, self.base_path());
         let mut tls = self.tls.clone();
         let name = found
             .host
@@ -565,6 +575,23 @@ impl Backends {
     }
 }
 
+/// The targets and ports of SRV records worth dialling: a target of "." (or none) says the service
+/// is decidedly not there (RFC 2782), and port 0 is no port.
+fn srv_targets(records: Vec<dns::Record>) -> impl Iterator<Item = (String, u16)> {
+    records.into_iter().filter_map(|record| match record {
+        dns::Record::Srv { target, port } if port != 0 && !target.is_empty() && target != "." => {
+            Some((target, port))
+        }
+        _ => None,
+    })
+}
+
+/// Whether `url`'s host asks for SRV records (`srv+name`).
+fn is_srv(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(_, rest)| rest.starts_with("srv+"))
+}
+
 /// The addresses of `name`: an IP literal as is; from `-dns.server` when set (A and AAAA); else the
 /// system's resolver (`/etc/hosts`, then DNS).
 async fn addresses(
@@ -577,8 +604,9 @@ async fn addresses(
         return Ok(vec![ip]);
     }
     let mut ips = Vec::new();
-    match discovery.server {
+    match discovery.server.as_deref() {
         Some(server) => {
+            let server = dns::server(Some(server)).await?;
             for kind in [dns::RecordType::A, dns::RecordType::Aaaa] {
                 match dns::lookup(server, name, kind, timeout).await {
                     Ok(records) => ips.extend(records.into_iter().filter_map(|r| match r {

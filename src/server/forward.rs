@@ -267,8 +267,8 @@ impl Gateway {
         let RequestBody::Stream(stream) = body else {
             return Ok((body, Some(permit)));
         };
-        let chunks = bodies::read_chunks(stream).await?;
-        Ok((RequestBody::Chunks(chunks), Some(permit)))
+        let held = bodies::read_held(stream, size).await?;
+        Ok((RequestBody::Full(held), Some(permit)))
     }
 
     /// Where the request goes on its backend and with what body, or an answer given here: the grant's

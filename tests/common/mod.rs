@@ -295,6 +295,31 @@ impl Victoria {
         serde_json::from_value(r["data"].clone()).unwrap()
     }
 
+    /// Every series of `selector` (its labels) with the timestamps (ms) of all its samples, exported
+    /// straight from VictoriaMetrics after a flush.
+    pub fn samples(&self, selector: &str) -> Vec<(serde_json::Value, Vec<i64>)> {
+        self.flush();
+        let text = body_text(
+            http_client()
+                .get(format!("{}/api/v1/export", self.url))
+                .query(&[("match[]", selector)])
+                .send()
+                .unwrap(),
+        );
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let ts = v["timestamps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_i64().unwrap())
+                    .collect();
+                (v["metric"].clone(), ts)
+            })
+            .collect()
+    }
+
     /// Makes everything written so far searchable (VictoriaMetrics buffers new rows for seconds).
     pub fn flush(&self) {
         let r = http_client()

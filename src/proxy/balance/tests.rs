@@ -80,10 +80,15 @@ fn down_backends_are_skipped_and_the_oldest_failure_is_the_last_resort() {
         Some(0),
         "every one down: the one that failed longest ago"
     );
-    assert_eq!(choose(&p, 0b001), Some(2));
-    assert_eq!(choose(&p, 0b101), Some(1));
     assert_eq!(
-        choose(&p, 0b111),
+        choose(&p, 0b001),
+        None,
+        "a retry never goes to a backend known down"
+    );
+    set_down(&p, 2, 0);
+    assert_eq!(choose(&p, 0b001), Some(2), "but to one that is up");
+    assert_eq!(
+        choose(&p, 0b101),
         None,
         "each backend at most once per request"
     );
@@ -138,9 +143,80 @@ proptest! {
             if healthy_left && n > 1 {
                 prop_assert_eq!(down[i], 0, "a down backend was chosen over a healthy one");
             }
+            if tried != 0 && n > 1 {
+                prop_assert_eq!(down[i], 0, "a retry went to a backend known down");
+            }
             tried |= 1 << i;
             seen.push(i);
         }
-        prop_assert_eq!(seen.len(), n, "every backend is tried before giving up");
+        // The first attempt always goes somewhere; retries reach every healthy backend.
+        let healthy = (0..n).filter(|&j| down[j] == 0).count();
+        let first_down = seen.first().is_some_and(|&i| down[i] != 0);
+        prop_assert_eq!(seen.len(), if n == 1 { 1 } else { healthy + usize::from(first_down) });
     }
+}
+
+#[test]
+fn srv_records_without_a_target_are_not_backends() {
+    let srv = |target: &str, port| dns::Record::Srv {
+        target: target.into(),
+        port,
+    };
+    let records = vec![
+        srv("vm-0.test", 8480),
+        srv("", 8480), // the root name: "not available here" (RFC 2782)
+        srv(".", 8480),
+        srv("vm-1.test", 0),
+        dns::Record::Addr([127, 0, 0, 1].into()),
+        srv("vm-2.test", 8481),
+    ];
+    let kept: Vec<_> = srv_targets(records).collect();
+    assert_eq!(
+        kept,
+        [
+            ("vm-0.test".to_string(), 8480),
+            ("vm-2.test".to_string(), 8481)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn srv_names_are_not_dialled_before_discovery_finds_them() {
+    let balance = Balance {
+        policy: Policy::LeastLoaded,
+        fail_timeout: Duration::from_secs(3),
+        retry_statuses: vec![],
+        max_body_to_retry: 1 << 20,
+        retry_buffer: 1 << 30,
+        discovery: Some(crate::flags::Discovery {
+            interval: Duration::from_secs(10),
+            server: Some("127.0.0.1:9".into()),
+        }),
+    };
+    let urls = [
+        "http://srv+_vm._tcp.test".to_string(),
+        "https://vm.test:8443".to_string(),
+    ];
+    let timeouts = (Duration::from_secs(1), Duration::from_secs(1));
+    let p = Backends::new(
+        "write",
+        &urls,
+        &UpstreamTls::default(),
+        timeouts,
+        balance,
+        "/health",
+    )
+    .unwrap();
+    assert_eq!(p.names(), ["vm.test:8443"]);
+    let found = Found {
+        scheme: "https",
+        addr: "127.0.0.1:8443".parse().unwrap(),
+        host: "vm.test:8443".into(),
+    };
+    let upstream = p.discovered(&found).unwrap();
+    assert!(
+        upstream.tls.is_some(),
+        "a discovered backend keeps its URL's scheme"
+    );
+    assert_eq!(upstream.host(), "vm.test:8443");
 }
