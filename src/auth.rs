@@ -358,8 +358,10 @@ impl Authenticator {
         headers: &HeaderMap,
     ) -> Result<Arc<Grant>, GatewayError> {
         let token = self.token(headers)?;
-        let jwt = jwt::looks_like_jwt(token);
-        if !jwt {
+        // Telling JWTs from opaque tokens matters only when opaque tokens are accepted.
+        let opaque_accepted =
+            self.settings.introspection.is_some() || self.settings.id_token_header.is_some();
+        if opaque_accepted && !jwt::looks_like_jwt(token) {
             if let Some((introspector, ttl)) = &self.settings.introspection {
                 return self.introspected(introspector, *ttl, token).await;
             }

@@ -166,20 +166,23 @@ pub fn verify(
     check_claims(payload, options, now)
 }
 
-/// Whether `token` has a JWT's shape (three base64url parts separated by dots): such a token is
-/// verified as a JWT, anything else is an opaque token (introspected, `auth::introspect`).
+/// Whether `token` has a JWT's shape (three parts separated by dots, the first a base64url header):
+/// such a token is verified as a JWT, anything else is an opaque token (introspected,
+/// `auth::introspect`). Only the short header's characters are checked: the payload and signature are
+/// checked by the verification a JWT gets anyway, which refuses them if they are not base64url, and
+/// checking a whole 1 KB token byte by byte on every request cost a fifth of a cached request.
 pub fn looks_like_jwt(token: &str) -> bool {
-    let b64url = |part: &str| {
-        !part.is_empty()
-            && part
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+    let mut parts = token.splitn(4, '.');
+    let (Some(header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
     };
-    let mut parts = token.split('.');
-    matches!(
-        (parts.next(), parts.next(), parts.next(), parts.next()),
-        (Some(h), Some(p), Some(s), None) if b64url(h) && b64url(p) && (s.is_empty() || b64url(s))
-    )
+    !header.is_empty()
+        && !payload.is_empty()
+        && header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
 }
 
 /// The checks on a payload whose origin is trusted (a verified signature, or the identity provider's
@@ -264,6 +267,30 @@ pub(crate) mod tests {
 
     pub fn b64(data: &[u8]) -> String {
         URL_SAFE_NO_PAD.encode(data)
+    }
+
+    #[test]
+    fn jwts_are_told_from_opaque_tokens_by_shape() {
+        for jwt in [
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+            "eyJh.eyJz.",
+            "a-_=.b.c",
+        ] {
+            assert!(looks_like_jwt(jwt), "{jwt}");
+        }
+        let opaque = [
+            "",
+            "rJm3xkTtW1AjCF2Xq0oNFn_yL4fP8", // oidc-provider's opaque tokens
+            "ya29.a0AfH6SMBx",               // two parts
+            "a.b.c.d",                       // four parts
+            ".eyJz.c",                       // no header
+            "eyJh..c",                       // no payload
+            "ey J.eyJz.c",                   // not base64url in the header
+            "Zm9v%2F.eyJz.c",
+        ];
+        for token in opaque {
+            assert!(!looks_like_jwt(token), "{token}");
+        }
     }
 
     /// Signs `header.payload` with an RSA key (RS256), the way an IdP would.
