@@ -273,13 +273,14 @@ impl Upstream {
     }
 
     /// Sends a prepared request with `body` (used up only when it streams) and returns the backend's
-    /// answer as soon as its head arrives, within `timeout`.
+    /// answer as soon as its head arrives, within `timeout`, with the time since the request was
+    /// `started` (its first attempt).
     pub(crate) async fn send(
         &self,
         request: &Prepared,
         body: &mut RequestBody,
         tap: &mut Tap,
-        timeout: Duration,
+        (started, timeout): (Instant, Duration),
     ) -> Result<(Response<BackendBody>, Duration), Failure> {
         let head = request.head_for(&self.host);
         let mut coalesced = RequestBody::Empty;
@@ -289,7 +290,6 @@ impl Upstream {
             body
         };
         let streams = matches!(body, RequestBody::Stream(_));
-        let started = Instant::now();
         match tokio::time::timeout(
             timeout,
             self.exchange(&request.method, &head, body, request.length, tap),

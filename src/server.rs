@@ -468,7 +468,8 @@ impl Gateway {
         for (direction, pool) in [("read", &self.read), ("write", &self.write)] {
             let Some(pool) = pool else { continue };
             let (up, all) = pool.up();
-            if all > 1 {
+            // One backend is the plain set-up; none means discovery has found nothing yet.
+            if all != 1 {
                 if !text.ends_with('\n') {
                     text.push('\n');
                 }

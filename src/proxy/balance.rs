@@ -49,6 +49,8 @@ pub struct Backends {
     set: ArcSwap<Vec<Arc<Backend>>>,
     /// The URLs as given (what discovery resolves), and what new backends are built with.
     given: Vec<String>,
+    /// The path every URL of the direction has (flags check), without a trailing slash.
+    base_path: String,
     tls: UpstreamTls,
     idle_timeout: Duration,
     balance: Balance,
@@ -146,6 +148,7 @@ impl Backends {
             fixed: set.clone(),
             next: AtomicUsize::new(0),
             set: ArcSwap::from_pointee(set),
+            base_path: urls.first().map_or_else(String::new, |url| path_of(url)),
             given: urls.to_vec(),
             tls: tls.clone(),
             idle_timeout,
@@ -159,15 +162,12 @@ impl Backends {
 
     /// The path every backend of this direction serves the API under (the same for all: flags check).
     pub fn base_path(&self) -> &str {
-        // Every URL of a direction has the same path (flags check), discovered ones included.
-        let url = self.given.first().map_or("", String::as_str);
-        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-        rest.find('/').map_or("", |i| &rest[i..])
+        &self.base_path
     }
 
     /// Whether a request could go to another backend after a failure.
     pub fn has_spares(&self) -> bool {
-        self.set.load().len() > 1 || self.balance.discovery.is_some()
+        self.balance.discovery.is_some() || self.fixed.len() > 1
     }
 
     /// The backends now, in order.
@@ -216,14 +216,18 @@ impl Backends {
         if let RequestBody::Full(bytes) = &body {
             tap.observe(bytes);
         }
-        let deadline = Instant::now() + self.timeout;
+        // One clock read for the whole request: the first attempt has all of the time.
+        let started = Instant::now();
         let mut tried = 0u64;
         let mut last: Option<Forwarded> = None;
         let mut next = Some(first);
         while let Some(i) = next.take().or_else(|| self.choose(set, tried)) {
             tried |= 1 << i;
             let backend = &set[i];
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = match last {
+                None => self.timeout,
+                Some(_) => self.timeout.saturating_sub(started.elapsed()),
+            };
             if left.is_zero() {
                 break;
             }
@@ -234,7 +238,11 @@ impl Backends {
             let sent = {
                 backend.in_flight.fetch_add(1, Ordering::Relaxed);
                 let _in_flight = InFlight(&backend.in_flight);
-                backend.upstream.send(&request, &mut body, tap, left).await
+                let attempt = (started, left);
+                backend
+                    .upstream
+                    .send(&request, &mut body, tap, attempt)
+                    .await
             };
             let can_go_again = RequestBody::repeatable;
             match sent {
@@ -586,6 +594,13 @@ fn srv_targets(records: Vec<dns::Record>) -> impl Iterator<Item = (String, u16)>
     })
 }
 
+/// The path of `url` (`http://host:port/path`), without a trailing slash: empty for none.
+fn path_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    path.trim_end_matches('/').to_string()
+}
+
 /// Whether `url`'s host asks for SRV records (`srv+name`).
 fn is_srv(url: &str) -> bool {
     url.split_once("://")
@@ -653,9 +668,10 @@ async fn probe(
             return;
         }
         let mut body = RequestBody::Empty;
+        let attempt = (Instant::now(), limit);
         let answered = backend
             .upstream
-            .send(&request, &mut body, &mut Tap::default(), limit)
+            .send(&request, &mut body, &mut Tap::default(), attempt)
             .await;
         match answered {
             Ok((response, _)) if response.status().as_u16() < 500 => {
