@@ -909,7 +909,7 @@ fn backend_lists() {
     assert_eq!(c.backend.balance.policy, Policy::LeastLoaded);
     assert_eq!(c.backend.balance.fail_timeout, Duration::from_secs(3));
     assert!(c.backend.balance.retry_statuses.is_empty());
-    assert_eq!(c.backend.balance.max_body_to_retry, 1 << 20);
+    assert_eq!(c.backend.balance.max_body_to_retry, 4 << 20);
     let c = run("-read.url=http://a -loadBalancingPolicy=first_available -retryStatusCodes=502,503 -failTimeout=500ms");
     assert_eq!(c.backend.balance.policy, Policy::FirstAvailable);
     assert_eq!(c.backend.balance.retry_statuses, [502, 503]);
