@@ -43,19 +43,19 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     order = ["direct", "nginx", "hyper-bare", "tg-rs256", "base-rs256", "tg-1worker", "tg-es256", "tg-nocache", "tg-rotate", "nginx-post",
              "tg-post", "base-post", "nginx-write", "tg-write", "base-write", "tg-grants", "tg-rl-rs256", "tg-rl-write", "tg-rlc-write",
-             "tg-prom-post", "tg-prom-write", "tg-opaque", "tg-2read", "tg-2write", "paced-nginx", "paced-tg"]
+             "tg-prom-post", "tg-prom-write", "tg-opaque", "tg-2read", "tg-2write", "tg-2stream", "paced-nginx", "paced-tg"]
     for t in order:
         if t not in rows:
             continue
         ref = {"tg-write": "nginx-write", "nginx-write": "nginx-write", "tg-rl-write": "nginx-write",
                "tg-rlc-write": "nginx-write", "tg-prom-write": "nginx-write", "base-write": "nginx-write",
-               "tg-2write": "nginx-write",
+               "tg-2write": "nginx-write", "tg-2stream": "nginx-write",
                "tg-prom-post": "nginx-post"}.get(t, "nginx")
         rps = mean(t, "rps")
         errs = sum(rows[t][r]["non2xx"] + rows[t][r]["sockerr"] for r in rounds)
         loads = [rows[t][r]["load"] for r in rounds]
         extra = ""
-        if t.endswith("write"):
+        if t.endswith("write") or t == "tg-2stream":
             extra = f" = {rps * write_mib:.0f} MiB/s"
         rel = "" if t.startswith("paced") else fmt_ratio(ratios(t, ref))
         if t in ("nginx-write",):
@@ -96,6 +96,7 @@ def main():
     ratio_check("opaque token, cached introspection (vs a cached JWT)", "tg-opaque", "tg-rs256", 0.95)
     ratio_check("two backends, cached reads (vs one)", "tg-2read", "tg-rs256", 1.0)
     ratio_check("two backends, remote write (vs one)", "tg-2write", "tg-write", 1.0)
+    ratio_check("two backends, remote write streamed, no retry buffer (vs one)", "tg-2stream", "tg-write", 1.0)
     if "tg-prom-write" in rows:
         # No same-run baseline does this job (nginx only relays bytes; prom-label-proxy has no remote
         # write): report the throughput, which is CPU-bound decoding and re-encoding of every body.
