@@ -391,23 +391,18 @@ impl Backends {
                 "direction=\"{d}\",backend=\"{}\"",
                 escape_label_value(&b.name)
             );
-            let up = u8::from(b.down_since.load(Ordering::Relaxed) == 0);
-            let _ = writeln!(out, "tenantgate_backend_up{{{labels}}} {up}");
-            let _ = writeln!(
-                out,
-                "tenantgate_backend_requests_total{{{labels}}} {}",
-                b.requests.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "tenantgate_backend_errors_total{{{labels}}} {}",
-                b.errors.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "tenantgate_backend_requests_inflight{{{labels}}} {}",
-                b.in_flight.load(Ordering::Relaxed)
-            );
+            let up = u64::from(b.down_since.load(Ordering::Relaxed) == 0);
+            for (name, value) in [
+                ("up", up),
+                ("requests_total", b.requests.load(Ordering::Relaxed)),
+                ("errors_total", b.errors.load(Ordering::Relaxed)),
+                (
+                    "requests_inflight",
+                    u64::from(b.in_flight.load(Ordering::Relaxed)),
+                ),
+            ] {
+                let _ = writeln!(out, "tenantgate_backend_{name}{{{labels}}} {value}");
+            }
         }
         let _ = writeln!(
             out,
