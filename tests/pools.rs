@@ -395,6 +395,23 @@ fn hanging_503_and_breaking_backends_are_skipped_within_the_timeout() {
     }
     let health = body_text(client.get(format!("{}/health", gate.url)).send().unwrap());
     assert!(health.contains("read backends: 1 of 4 up"), "{health}");
+    // A write large enough to arrive in many frames is held whole (one buffer of its declared size)
+    // and stored complete.
+    let big: Vec<(String, f64)> = (0..5000)
+        .map(|i| (format!("pool_big{{i=\"{i}\"}}"), 1.0))
+        .collect();
+    let big: Vec<(&str, f64)> = big.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    let body = import_lines(&big);
+    assert!(body.len() > 100_000);
+    let status = client
+        .post(format!("{}/api/v1/import/prometheus", gate.url))
+        .bearer_auth(&token)
+        .body(body)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    vm.wait_series("pool_big", 5000);
     // A client that sends its (streamed, chunked) write too slowly runs out the time: it gets a 504
     // it can retry, and the backend it was streaming to stays up.
     let mut slow = TcpStream::connect(gate.url.trim_start_matches("http://")).unwrap();

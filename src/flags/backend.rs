@@ -261,10 +261,7 @@ fn backend_urls(given: &Given, name: &str) -> Result<Vec<String>, FlagError> {
             urls.len()
         )));
     }
-    let path = |url: &str| {
-        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-        rest.find('/').map_or("", |i| &rest[i..]).to_string()
-    };
+    let path = super::values::backend_url_path;
     if let Some(other) = urls.iter().find(|u| path(u) != path(&urls[0])) {
         return Err(FlagError(format!(
             "-{name}: {other:?} and {:?} have different paths; the backends of one direction must serve the same API path",

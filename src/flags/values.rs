@@ -348,6 +348,13 @@ pub(crate) fn parse_backend_url(text: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
+/// The path of a backend URL as [`parse_backend_url`] keeps it (`/prometheus` of
+/// `http://mimir:8080/prometheus`; empty for none): the API prefix every request to it is built on.
+pub fn backend_url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.find('/').map_or("", |i| &rest[i..])
+}
+
 /// An HTTP header name (RFC 9110 token), stored lowercase.
 pub(crate) fn parse_header_name(text: &str) -> Result<String, String> {
     let is_token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);

@@ -35,6 +35,7 @@ use http::Response;
 use super::{BackendBody, ClientIp, Failure, OwnHeaders, Prepared, RequestBody, Tap, Upstream};
 use crate::dns;
 use crate::error::{ErrorKind, GatewayError};
+use crate::flags::values::backend_url_path;
 use crate::flags::{Balance, Policy, UpstreamTls};
 use crate::metrics::{escape_label_value, UpstreamError};
 
@@ -148,7 +149,10 @@ impl Backends {
             fixed: set.clone(),
             next: AtomicUsize::new(0),
             set: ArcSwap::from_pointee(set),
-            base_path: urls.first().map_or_else(String::new, |url| path_of(url)),
+            base_path: urls
+                .first()
+                .map_or("", |url| backend_url_path(url))
+                .to_string(),
             given: urls.to_vec(),
             tls: tls.clone(),
             idle_timeout,
@@ -505,6 +509,11 @@ impl Backends {
         let timeout = discovery
             .interval
             .clamp(Duration::from_millis(500), Duration::from_secs(5));
+        // `-dns.server` (a name is resolved once a round); `None`: the system's resolver.
+        let server = match &discovery.server {
+            Some(server) => Some(dns::server(Some(server)).await?),
+            None => None,
+        };
         let mut found: Vec<Found> = Vec::new();
         for url in &self.given {
             let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
@@ -519,10 +528,15 @@ impl Backends {
             let host = authority.host();
             let mut here = Vec::new();
             if let Some(service) = host.strip_prefix("srv+") {
-                let server = dns::server(discovery.server.as_deref()).await?;
-                let records = dns::lookup(server, service, dns::RecordType::Srv, timeout).await?;
+                // Without -dns.server, SRV questions go to resolv.conf's server.
+                let srv_server = match server {
+                    Some(server) => server,
+                    None => dns::server(None).await?,
+                };
+                let records =
+                    dns::lookup(srv_server, service, dns::RecordType::Srv, timeout).await?;
                 for (target, port) in srv_targets(records) {
-                    for ip in addresses(discovery, &target, timeout).await? {
+                    for ip in addresses(server, &target, timeout).await? {
                         here.push(Found {
                             scheme,
                             addr: std::net::SocketAddr::new(ip, port),
@@ -531,7 +545,7 @@ impl Backends {
                     }
                 }
             } else {
-                for ip in addresses(discovery, host, timeout).await? {
+                for ip in addresses(server, host, timeout).await? {
                     here.push(Found {
                         scheme,
                         addr: std::net::SocketAddr::new(ip, port),
@@ -589,13 +603,6 @@ fn srv_targets(records: Vec<dns::Record>) -> impl Iterator<Item = (String, u16)>
     })
 }
 
-/// The path of `url` (`http://host:port/path`), without a trailing slash: empty for none.
-fn path_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let path = rest.find('/').map_or("", |i| &rest[i..]);
-    path.trim_end_matches('/').to_string()
-}
-
 /// Whether `url`'s host asks for SRV records (`srv+name`).
 fn is_srv(url: &str) -> bool {
     url.split_once("://")
@@ -605,7 +612,7 @@ fn is_srv(url: &str) -> bool {
 /// The addresses of `name`: an IP literal as is; from `-dns.server` when set (A and AAAA); else the
 /// system's resolver (`/etc/hosts`, then DNS).
 async fn addresses(
-    discovery: &crate::flags::Discovery,
+    server: Option<std::net::SocketAddr>,
     name: &str,
     timeout: Duration,
 ) -> Result<Vec<std::net::IpAddr>, String> {
@@ -614,9 +621,8 @@ async fn addresses(
         return Ok(vec![ip]);
     }
     let mut ips = Vec::new();
-    match discovery.server.as_deref() {
+    match server {
         Some(server) => {
-            let server = dns::server(Some(server)).await?;
             for kind in [dns::RecordType::A, dns::RecordType::Aaaa] {
                 match dns::lookup(server, name, kind, timeout).await {
                     Ok(records) => ips.extend(records.into_iter().filter_map(|r| match r {

@@ -72,28 +72,23 @@ pub async fn read_held(
     mut stream: Limited<ClientBody>,
     declared: u64,
 ) -> Result<Bytes, GatewayError> {
-    let mut first: Option<Bytes> = None;
-    let mut whole: Option<BytesMut> = None;
+    // The usual case, a body in one frame, is kept as it came.
+    let mut first = Bytes::new();
+    let mut copied: Option<BytesMut> = None;
     while let Some(frame) = stream.frame().await {
         let frame = frame.map_err(|e| body_error(&*e))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers: not forwarded
         };
-        if data.is_empty() {
+        if first.is_empty() && copied.is_none() {
+            first = data;
             continue;
         }
-        if whole.is_none() {
-            let Some(first) = first.take() else {
-                first = Some(data);
-                continue;
-            };
+        let buffer = copied.get_or_insert_with(|| {
             let mut buffer = BytesMut::with_capacity(declared as usize);
             buffer.extend_from_slice(&first);
-            whole = Some(buffer);
-        }
-        let Some(buffer) = whole.as_mut() else {
-            continue;
-        };
+            buffer
+        });
         // HTTP framing ends a body at its declared length; never hold more than was counted.
         if (buffer.len() + data.len()) as u64 > declared {
             return Err(GatewayError::new(
@@ -103,10 +98,7 @@ pub async fn read_held(
         }
         buffer.extend_from_slice(&data);
     }
-    Ok(match whole {
-        Some(buffer) => buffer.freeze(),
-        None => first.unwrap_or_default(),
-    })
+    Ok(copied.map_or(first, BytesMut::freeze))
 }
 
 /// A streamed write body read whole into one buffer, behind its size limit.
